@@ -1,0 +1,65 @@
+//! The bootstrap service's errors and their one mapping to gRPC status codes.
+
+use tonic::{Code, Status};
+
+/// Everything a bootstrap request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing, oversized or malformed; names the field.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// A signature is required (`--require-signatures`) but none was given.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this to that registration: wrong key, bad
+    /// signature, stale or replayed timestamp, or not the registrant.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The client exceeded its request rate.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The server is shutting down.
+    #[error("the bootstrap server is shutting down; retry against another one")]
+    ShuttingDown,
+    /// The registry store failed; the request was not applied.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
+        Error::InvalidArgument { field, reason: reason.to_string() }
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::ShuttingDown => Code::Unavailable,
+            Error::Storage(_) => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}

@@ -1,0 +1,90 @@
+//! `bootstrap-svc`: parse flags, set up logging, bind, serve until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bootstrap_svc::{Config, lease::LeasePolicy};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// The bootstrap registry new nodes join the network through.
+#[derive(Debug, Parser)]
+#[command(name = "bootstrap-svc", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BOOTSTRAP_LISTEN", default_value = "0.0.0.0:4000")]
+    listen: String,
+    /// Directory for the registry database.
+    #[arg(long, env = "BOOTSTRAP_DATA_DIR", default_value = "./data/bootstrap")]
+    data_dir: PathBuf,
+    /// Lease granted when a Register asks for 0 seconds.
+    #[arg(long, env = "BOOTSTRAP_DEFAULT_TTL_SECS", default_value_t = 120)]
+    default_ttl_secs: u32,
+    /// Shortest lease granted.
+    #[arg(long, env = "BOOTSTRAP_MIN_TTL_SECS", default_value_t = 10)]
+    min_ttl_secs: u32,
+    /// Longest lease granted.
+    #[arg(long, env = "BOOTSTRAP_MAX_TTL_SECS", default_value_t = 3600)]
+    max_ttl_secs: u32,
+    /// Peers returned by GetPeers when the request says 0.
+    #[arg(long, env = "BOOTSTRAP_DEFAULT_PEERS_LIMIT", default_value_t = 100)]
+    default_peers_limit: u32,
+    /// Most peers one GetPeers returns.
+    #[arg(long, env = "BOOTSTRAP_MAX_PEERS_LIMIT", default_value_t = 1000)]
+    max_peers_limit: u32,
+    /// Reject Register requests without a public key and signature.
+    #[arg(long, env = "BOOTSTRAP_REQUIRE_SIGNATURES")]
+    require_signatures: bool,
+    /// How far a signed timestamp may be from this server's clock, in seconds.
+    #[arg(long, env = "BOOTSTRAP_SIGNATURE_WINDOW_SECS", default_value_t = 60)]
+    signature_window_secs: u64,
+    /// Register calls allowed per client IP per minute (0 = unlimited).
+    #[arg(long, env = "BOOTSTRAP_REGISTER_PER_MINUTE", default_value_t = 100)]
+    register_per_minute: u32,
+    /// Most concurrent WatchPeers streams.
+    #[arg(long, env = "BOOTSTRAP_MAX_WATCHERS", default_value_t = 10_000)]
+    max_watchers: usize,
+    /// Log one JSON object per line instead of text.
+    #[arg(long, env = "BOOTSTRAP_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    p2p_proto::serving::init_tracing(args.log_json);
+    anyhow::ensure!(
+        args.min_ttl_secs > 0
+            && args.min_ttl_secs <= args.default_ttl_secs
+            && args.default_ttl_secs <= args.max_ttl_secs,
+        "TTL bounds must satisfy 0 < min ({}) <= default ({}) <= max ({})",
+        args.min_ttl_secs,
+        args.default_ttl_secs,
+        args.max_ttl_secs
+    );
+    anyhow::ensure!(args.max_peers_limit > 0, "--max-peers-limit must be at least 1");
+    let mut config = Config::new(&args.data_dir);
+    config.lease = LeasePolicy {
+        default_ttl_secs: args.default_ttl_secs,
+        min_ttl_secs: args.min_ttl_secs,
+        max_ttl_secs: args.max_ttl_secs,
+    };
+    config.default_peers_limit = args.default_peers_limit.clamp(1, args.max_peers_limit);
+    config.max_peers_limit = args.max_peers_limit;
+    config.require_signatures = args.require_signatures;
+    config.signature_window = Duration::from_secs(args.signature_window_secs);
+    config.register_per_minute = args.register_per_minute;
+    config.max_watchers = args.max_watchers;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        p2p_proto::serving::shutdown_signal().await;
+        trigger.cancel();
+    });
+    bootstrap_svc::run(listener, config, shutdown).await.context("bootstrap server failed")
+}

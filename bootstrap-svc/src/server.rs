@@ -1,0 +1,83 @@
+//! Wiring: the registry, the gRPC services and the background purge, run
+//! until the shutdown token fires.
+
+use std::sync::Arc;
+
+use p2p_proto::bootstrap::bootstrap_server::BootstrapServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::registry::Registry;
+use crate::service::BootstrapService;
+
+/// Most expired leases deleted in one purge transaction.
+const PURGE_BATCH: usize = 10_000;
+
+/// Serves the bootstrap registry on `listener` until `shutdown` is cancelled,
+/// then drains requests, ends WatchPeers streams and closes the store.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Storage(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    let path = config.data_dir.join("registry.redb");
+    let opened = std::time::Instant::now();
+    let registry = {
+        let (path, clock, buffer) = (path.clone(), config.clock.clone(), config.watch_buffer);
+        let r = tokio::task::spawn_blocking(move || Registry::open(&path, clock, buffer))
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))??;
+        Arc::new(r)
+    };
+    let count = registry.count().await?;
+    let local = listener.local_addr().map_err(|e| Error::Storage(e.to_string()))?;
+    tracing::info!(%local, path = %path.display(), registrations = count, open_ms = opened.elapsed().as_millis() as u64, "bootstrap registry serving");
+
+    let config = Arc::new(config);
+    let service = BootstrapService::new(registry.clone(), config.clone(), shutdown.child_token());
+    let purge = tokio::spawn(purge_loop(registry.clone(), service.clone(), config.clone(), shutdown.child_token()));
+
+    let (reporter, health) = p2p_proto::serving::health();
+    reporter.set_serving::<BootstrapServer<BootstrapService>>().await;
+    let (reflection_v1, reflection_v1alpha) =
+        p2p_proto::serving::reflection().map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+
+    let served = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(BootstrapServer::new(service).max_decoding_message_size(config.max_request_bytes))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await;
+
+    shutdown.cancel();
+    let _ = purge.await;
+    let closing = registry.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    tracing::info!("bootstrap registry stopped");
+    served.map_err(|e| Error::Storage(format!("server failed: {e}")))
+}
+
+async fn purge_loop(
+    registry: Arc<Registry>,
+    service: BootstrapService,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.purge_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match registry.purge_expired(PURGE_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "purged expired leases"),
+            Err(e) => tracing::warn!(error = %e, "purging expired leases failed; will retry"),
+        }
+        service.forget_idle_clients();
+    }
+}

@@ -1,0 +1,35 @@
+//! The protobuf contract of the bootstrap and node services, and the pieces of
+//! the contract that are not protobuf: address syntax, the canonical bytes
+//! that registration signatures cover, and how a node id is derived.
+//!
+//! # Layout
+//! - [`bootstrap`] / [`node`]: generated messages, clients and servers.
+//! - [`address`]: parsing and validating `host:port` peer addresses.
+//! - [`signing`]: signed Register / Remove payloads and node ids.
+//! - [`serving`]: what both servers serve besides their own service
+//!   (reflection, health) and how their binaries start and stop.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
+
+pub mod address;
+pub mod serving;
+pub mod signing;
+
+/// `p2p.bootstrap.v1`: the registry service.
+pub mod bootstrap {
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("p2p.bootstrap.v1");
+}
+
+/// `p2p.node.v1`: the chain node service.
+pub mod node {
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("p2p.node.v1");
+}
+
+/// Encoded `FileDescriptorSet` of both services, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/p2p_descriptor.bin"));
+
+/// Milliseconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

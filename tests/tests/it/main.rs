@@ -1,0 +1,4 @@
+//! One integration-test binary: every module starts real servers.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod bootstrap;
