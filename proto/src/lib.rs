@@ -5,12 +5,14 @@
 //! # Layout
 //! - [`bootstrap`] / [`node`]: generated messages, clients and servers.
 //! - [`address`]: parsing and validating `host:port` peer addresses.
+//! - [`identity`]: ed25519 key files shared by nodes and `p2pctl`.
 //! - [`signing`]: signed Register / Remove payloads and node ids.
 //! - [`serving`]: what both servers serve besides their own service
 //!   (reflection, health) and how their binaries start and stop.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 
 pub mod address;
+pub mod identity;
 pub mod serving;
 pub mod signing;
 

@@ -34,9 +34,10 @@ pub fn health()
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`);
 /// `json` selects one JSON object per line for log shippers.
 pub fn init_tracing(json: bool) {
+    use std::io::IsTerminal;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

@@ -2,3 +2,4 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod bootstrap;
+mod grpcurl;

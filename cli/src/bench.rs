@@ -1,0 +1,270 @@
+//! `p2pctl bench …`: throughput and latency measurements. These are tools,
+//! not tests: they print figures and never fail on a threshold.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use futures::{Stream, StreamExt};
+use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
+use p2p_proto::bootstrap::bootstrap_server::{Bootstrap, BootstrapServer};
+use p2p_proto::bootstrap::{
+    GetPeersRequest, GetPeersResponse, PeerEvent, RegisterRequest, RegisterResponse, RemoveRequest, RemoveResponse,
+    WatchPeersRequest,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::connect;
+use crate::output::Table;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Register and GetPeers throughput and latency against a registry holding
+    /// N peers, and the same load against a no-op handler for comparison.
+    Bootstrap {
+        /// Bootstrap to measure; by default one is started in-process on a
+        /// temporary directory. A remote one needs --register-per-minute 0.
+        #[arg(long)]
+        target: Option<String>,
+        /// Peers to register before measuring.
+        #[arg(long, default_value_t = 100_000)]
+        peers: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Requests per measured operation.
+        #[arg(long, default_value_t = 20_000)]
+        requests: u64,
+        /// HTTP/2 connections the load is spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Bootstrap { target, peers, concurrency, requests, connections } => {
+            bootstrap(target, peers, concurrency.max(1), requests, connections.max(1)).await
+        }
+    }
+}
+
+/// Latency figures of one measured run.
+struct Stats {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    first_error: Option<String>,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `count` calls of `call(i)` with `concurrency` in flight.
+async fn measure<F, Fut>(count: u64, concurrency: usize, call: F) -> Stats
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    let start = Instant::now();
+    let results: Vec<(Duration, Result<(), Status>)> = futures::stream::iter(0..count)
+        .map(|i| {
+            let fut = call(i);
+            async move {
+                let t = Instant::now();
+                let r = fut.await;
+                (t.elapsed(), r)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    let mut lat: Vec<Duration> = results.iter().filter(|(_, r)| r.is_ok()).map(|(d, _)| *d).collect();
+    lat.sort();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied();
+    let first_error =
+        results.iter().find_map(|(_, r)| r.as_ref().err().map(|e| format!("{:?}: {}", e.code(), e.message())));
+    Stats {
+        ok: lat.len() as u64,
+        errors: count - lat.len() as u64,
+        elapsed,
+        p50: pct(0.50).unwrap_or_default(),
+        p99: pct(0.99).unwrap_or_default(),
+        first_error,
+    }
+}
+
+fn address(i: u64) -> String {
+    // Unique, valid, and spread over the key space like real addresses.
+    format!("10.{}.{}.{}:{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff, 1024 + (i >> 24))
+}
+
+async fn clients(endpoint: &str, n: usize) -> anyhow::Result<Vec<BootstrapClient<Channel>>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(BootstrapClient::new(connect::channel("bootstrap", endpoint).await?));
+    }
+    Ok(out)
+}
+
+async fn bootstrap(
+    target: Option<String>,
+    peers: u64,
+    concurrency: usize,
+    requests: u64,
+    conns: usize,
+) -> anyhow::Result<()> {
+    let _dir;
+    let mut stops = Vec::new();
+    let endpoint = match target {
+        Some(t) => t,
+        None => {
+            let dir = tempfile::tempdir()?;
+            let mut config = bootstrap_svc::Config::new(dir.path());
+            config.register_per_minute = 0;
+            config.lease.default_ttl_secs = 3600;
+            let (addr, stop) = spawn(|l, s| bootstrap_svc::run(l, config, s)).await?;
+            _dir = dir;
+            stops.push(stop);
+            eprintln!("started an in-process bootstrap at {addr} (release builds give the meaningful figures)");
+            addr.to_string()
+        }
+    };
+    let real = clients(&endpoint, conns).await?;
+    if peers > 0 {
+        eprintln!("registering {peers} peers with {concurrency} in flight…");
+        let pre = measure(peers, concurrency, |i| register(&real, i)).await;
+        if let Some(e) = &pre.first_error {
+            anyhow::bail!("preloading failed ({} errors), first: {e}", pre.errors);
+        }
+        eprintln!("preloaded {} peers in {:.1}s ({:.0} registers/s)", pre.ok, pre.elapsed.as_secs_f64(), pre.rate());
+    }
+
+    let (noop_addr, noop_stop) = spawn(|l, s| async move {
+        tonic::transport::Server::builder()
+            .add_service(BootstrapServer::new(Noop))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), s.cancelled())
+            .await
+    })
+    .await?;
+    stops.push(noop_stop);
+    let noop = clients(&noop_addr.to_string(), conns).await?;
+
+    let mut table = Table::new(&["OPERATION", "SERVER", "REQUESTS", "ERRORS", "REQ/S", "P50", "P99"]);
+    for (name, target, clients, offset) in
+        [("registry", endpoint.as_str(), &real, peers), ("no-op", "in-process", &noop, 0)]
+    {
+        for op in [Op::RegisterNew, Op::RegisterRefresh, Op::Page, Op::Random] {
+            let s = measure(requests, concurrency, |i| op.call(clients, offset, peers, i)).await;
+            if let Some(e) = &s.first_error {
+                eprintln!("{} against {name}: {} errors, first: {e}", op.name(), s.errors);
+            }
+            table.row(vec![
+                op.name().into(),
+                format!("{name} ({target})"),
+                s.ok.to_string(),
+                s.errors.to_string(),
+                format!("{:.0}", s.rate()),
+                format!("{:.2}ms", s.p50.as_secs_f64() * 1000.0),
+                format!("{:.2}ms", s.p99.as_secs_f64() * 1000.0),
+            ]);
+        }
+    }
+    println!("bootstrap benchmark: {peers} preloaded peers, concurrency {concurrency}, {conns} connections");
+    table.print();
+    for stop in stops {
+        stop.cancel();
+    }
+    Ok(())
+}
+
+/// The operations measured.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    RegisterNew,
+    RegisterRefresh,
+    Page,
+    Random,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::RegisterNew => "Register (new)",
+            Op::RegisterRefresh => "Register (refresh)",
+            Op::Page => "GetPeers page of 100",
+            Op::Random => "GetPeers random 100",
+        }
+    }
+
+    /// The `i`th request; new registrations start after the `offset` preloaded ones.
+    async fn call(self, clients: &[BootstrapClient<Channel>], offset: u64, peers: u64, i: u64) -> Result<(), Status> {
+        match self {
+            Op::RegisterNew => register(clients, offset + i).await,
+            Op::RegisterRefresh => register(clients, i % peers.max(1)).await,
+            Op::Page => get_peers(clients, i, false).await,
+            Op::Random => get_peers(clients, i, true).await,
+        }
+    }
+}
+
+async fn register(clients: &[BootstrapClient<Channel>], i: u64) -> Result<(), Status> {
+    let mut c = clients[(i as usize) % clients.len()].clone();
+    c.register(RegisterRequest { address: address(i), ttl_seconds: 3600, ..Default::default() }).await.map(|_| ())
+}
+
+async fn get_peers(clients: &[BootstrapClient<Channel>], i: u64, random: bool) -> Result<(), Status> {
+    let mut c = clients[(i as usize) % clients.len()].clone();
+    // Pages start at spread-out addresses, like many clients paging at once.
+    let page_token = if random { String::new() } else { hex::encode(address(i.wrapping_mul(2654435761) % (1 << 24))) };
+    c.get_peers(GetPeersRequest { limit: 100, random, page_token, ..Default::default() }).await.map(|_| ())
+}
+
+/// Binds 127.0.0.1:0 and runs `serve(listener, token)` in the background.
+async fn spawn<F, Fut, E>(serve: F) -> anyhow::Result<(SocketAddr, CancellationToken)>
+where
+    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let token = CancellationToken::new();
+    let fut = serve(listener, token.clone());
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            eprintln!("bench server failed: {e}");
+        }
+    });
+    Ok((addr, token))
+}
+
+/// The same service with handlers that do nothing: the cost of gRPC itself.
+#[derive(Debug, Clone, Copy)]
+struct Noop;
+
+#[tonic::async_trait]
+impl Bootstrap for Noop {
+    async fn register(&self, _: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        Ok(Response::new(RegisterResponse::default()))
+    }
+    async fn get_peers(&self, _: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
+        Ok(Response::new(GetPeersResponse::default()))
+    }
+    async fn remove(&self, _: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        Ok(Response::new(RemoveResponse::default()))
+    }
+    type WatchPeersStream = Pin<Box<dyn Stream<Item = Result<PeerEvent, Status>> + Send>>;
+    async fn watch_peers(&self, _: Request<WatchPeersRequest>) -> Result<Response<Self::WatchPeersStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+}

@@ -1,0 +1,43 @@
+//! Turning what a user typed into a gRPC channel, with errors that name the
+//! endpoint and the cause.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::transport::{Channel, Endpoint};
+
+/// Accepts `host:port` or a full `http://host:port` URL.
+pub fn normalize(endpoint: &str) -> String {
+    if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
+}
+
+/// Connects to `endpoint` (a `what` server), failing with a message that says
+/// which endpoint and why.
+pub async fn channel(what: &str, endpoint: &str) -> anyhow::Result<Channel> {
+    let url = normalize(endpoint);
+    let ep = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("{endpoint:?} is not a valid {what} endpoint (expected host:port)"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    ep.connect().await.map_err(|e| anyhow::anyhow!("cannot connect to the {what} at {url}: {}", causes(&e)))
+}
+
+/// Renders a gRPC error for a person: the code and the server's message.
+pub fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+/// "outer: inner: root cause", skipping repeats, so "tcp connect error" comes
+/// with the "Connection refused" underneath it.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) && text != "transport error" {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
