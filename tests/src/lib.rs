@@ -95,3 +95,101 @@ pub async fn connect_bootstrap(endpoint: &str) -> BootstrapClient<Channel> {
     })
     .await
 }
+
+/// A node running in this process.
+#[derive(Debug)]
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub config: node_svc::NodeConfig,
+    pub shutdown: CancellationToken,
+    running: Option<node_svc::RunningNode>,
+}
+
+/// A fast network for tests: 8-bit difficulty, quick heartbeats.
+pub fn test_network(difficulty_bits: u32) -> node_svc::chain::NetworkParams {
+    node_svc::chain::NetworkParams {
+        name: "testnet".into(),
+        difficulty_bits,
+        ..node_svc::chain::NetworkParams::devnet()
+    }
+}
+
+/// Node configuration for tests: advertise the bound address, quick heartbeats.
+pub fn node_config(data_dir: &Path, addr: SocketAddr, bootstrap: Option<&str>, bits: u32) -> node_svc::NodeConfig {
+    let mut c = node_svc::NodeConfig::new(data_dir, addr.to_string());
+    c.network = test_network(bits);
+    c.bootstrap = bootstrap.map(|b| vec![b.to_string()]).unwrap_or_default();
+    c.ping_interval = Duration::from_millis(200);
+    c.ping_timeout = Duration::from_millis(500);
+    c.register_ttl_secs = 30;
+    c
+}
+
+impl TestNode {
+    /// Binds 127.0.0.1:0 and starts a node whose config `make` builds from the bound address.
+    pub async fn start(make: impl FnOnce(SocketAddr) -> node_svc::NodeConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind node listener");
+        let addr = listener.local_addr().expect("local addr");
+        Self::start_with(listener, make(addr)).await
+    }
+
+    /// Starts a node on an already bound listener.
+    pub async fn start_with(listener: tokio::net::TcpListener, config: node_svc::NodeConfig) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let running = node_svc::spawn(listener, config.clone(), shutdown.clone()).await.expect("node starts");
+        TestNode { addr, config, shutdown, running: Some(running) }
+    }
+
+    pub fn node(&self) -> &node_svc::node::Node {
+        &self.running.as_ref().expect("running").node
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> p2p_proto::node::node_client::NodeClient<Channel> {
+        let endpoint = self.endpoint();
+        eventually(Duration::from_secs(10), "node accepts connections", || {
+            let endpoint = endpoint.clone();
+            async move { p2p_proto::node::node_client::NodeClient::connect(endpoint).await.ok() }
+        })
+        .await
+    }
+
+    pub async fn height(&self) -> u64 {
+        self.node().chain().tip().await.expect("tip").height
+    }
+
+    pub async fn tip(&self) -> node_svc::chain::Tip {
+        self.node().chain().tip().await.expect("tip")
+    }
+
+    /// Stops gracefully and waits until the store is closed.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            r.join().await.expect("node stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits until every node has the same tip at `height` or more; returns it.
+pub async fn converged(nodes: &[&TestNode], min_height: u64, timeout: Duration) -> node_svc::chain::Tip {
+    eventually(timeout, &format!("{} nodes agree on a tip at height >= {min_height}", nodes.len()), || async {
+        let mut tips = Vec::new();
+        for n in nodes {
+            tips.push(n.tip().await);
+        }
+        let first = tips[0];
+        (first.height >= min_height && tips.iter().all(|t| t.hash == first.hash)).then_some(first)
+    })
+    .await
+}

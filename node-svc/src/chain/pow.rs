@@ -29,7 +29,7 @@ pub fn mine(header: &Header, start: u64, cancel: &AtomicBool) -> Option<Found> {
         if meets_difficulty(&hash, header.difficulty_bits) {
             return Some(Found { nonce, hash, attempts });
         }
-        if attempts % 4096 == 0 && cancel.load(Ordering::Relaxed) {
+        if attempts.is_multiple_of(4096) && cancel.load(Ordering::Relaxed) {
             return None;
         }
         nonce = nonce.checked_add(1)?;

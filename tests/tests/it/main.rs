@@ -3,3 +3,4 @@
 
 mod bootstrap;
 mod grpcurl;
+mod node;

@@ -1,0 +1,60 @@
+//! Node configuration, independent of how it was parsed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::chain::NetworkParams;
+
+/// Everything a node can be told.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Chain store and identity key live here.
+    pub data_dir: PathBuf,
+    /// The address other nodes dial to reach this one (host:port).
+    pub advertise: String,
+    /// Bootstrap endpoints, tried in turn.
+    pub bootstrap: Vec<String>,
+    /// Peers to keep whatever the bootstrap says.
+    pub peers: Vec<String>,
+    /// The network's consensus parameters.
+    pub network: NetworkParams,
+    /// Lease asked of the bootstrap; refreshed every third of it.
+    pub register_ttl_secs: u32,
+    /// How often every peer is pinged.
+    pub ping_interval: Duration,
+    /// How long a ping may take before it counts as missed.
+    pub ping_timeout: Duration,
+    /// Missed pings in a row before a peer is marked failing.
+    pub max_failures: u32,
+    /// Largest GetBlocks answer.
+    pub max_blocks_per_request: u32,
+    /// Blocks asked for per GetBlocks while syncing.
+    pub sync_batch: u32,
+    /// Deadline for forwarding a block to one peer.
+    pub gossip_timeout: Duration,
+    /// Most peers kept in the table.
+    pub max_peers: usize,
+    /// Peers returned by peer exchange (Node.GetPeers) at most.
+    pub max_exchange_peers: u32,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, advertise: impl Into<String>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            advertise: advertise.into(),
+            bootstrap: Vec::new(),
+            peers: Vec::new(),
+            network: NetworkParams::devnet(),
+            register_ttl_secs: 60,
+            ping_interval: Duration::from_secs(2),
+            ping_timeout: Duration::from_secs(2),
+            max_failures: 3,
+            max_blocks_per_request: 1000,
+            sync_batch: 500,
+            gossip_timeout: Duration::from_secs(5),
+            max_peers: 128,
+            max_exchange_peers: 100,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Joining through the bootstrap: register (signed) and refresh well before
+//! the lease ends, learn peers from GetPeers and WatchPeers, fail over
+//! between bootstrap servers with backoff, and deregister on shutdown.
+
+use std::time::Duration;
+
+use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
+use p2p_proto::bootstrap::{GetPeersRequest, PeerEventKind, WatchPeersRequest};
+use p2p_proto::node::PeerSource;
+use p2p_proto::signing::{signed_register, signed_remove};
+use p2p_proto::unix_ms_now;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::node::Node;
+
+/// Peers asked of the bootstrap per GetPeers.
+const DISCOVER_LIMIT: u32 = 64;
+
+fn endpoint(address: &str) -> Result<Endpoint, String> {
+    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
+    Endpoint::from_shared(url)
+        .map(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10)))
+        .map_err(|e| format!("bad bootstrap address {address:?}: {e}"))
+}
+
+/// Runs until shutdown, then removes this node from every bootstrap.
+pub(crate) async fn membership_loop(node: Node) {
+    let bootstraps = node.config().bootstrap.clone();
+    if bootstraps.is_empty() {
+        return;
+    }
+    let refresh = Duration::from_secs(u64::from(node.config().register_ttl_secs / 3).max(1));
+    let shutdown = node.shutdown_token().clone();
+    let mut attempt = 0usize;
+    let mut backoff = Duration::from_millis(250);
+    while !shutdown.is_cancelled() {
+        let address = &bootstraps[attempt % bootstraps.len()];
+        match session(&node, address, refresh).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(bootstrap = %address, error = %e, retry_in_ms = backoff.as_millis() as u64, "bootstrap unavailable");
+                attempt += 1;
+                let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                }
+                // Capped at the refresh interval: a bootstrap that comes back
+                // (even empty) has us registered again within one interval.
+                backoff = (backoff * 2).min(refresh);
+            }
+        }
+    }
+    deregister(&node, &bootstraps).await;
+}
+
+/// One connection to one bootstrap: returns Ok on shutdown, Err when the
+/// bootstrap fails (the caller moves on to the next one).
+async fn session(node: &Node, address: &str, refresh: Duration) -> Result<(), String> {
+    let channel = endpoint(address)?.connect().await.map_err(|e| format!("connect: {e}"))?;
+    let mut client = BootstrapClient::new(channel);
+    register(node, &mut client).await?;
+    discover(node, &mut client).await?;
+    let mut events = client
+        .watch_peers(WatchPeersRequest {})
+        .await
+        .map_err(|s| format!("WatchPeers: {}", s.message()))?
+        .into_inner();
+    tracing::info!(bootstrap = %address, "joined through bootstrap");
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
+    loop {
+        tokio::select! {
+            _ = node.shutdown_token().cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                register(node, &mut client).await?;
+                discover(node, &mut client).await?;
+            }
+            ev = events.message() => {
+                let ev = ev.map_err(|s| format!("WatchPeers: {}", s.message()))?.ok_or("WatchPeers stream ended")?;
+                match (ev.kind(), ev.peer) {
+                    (PeerEventKind::Joined | PeerEventKind::Refreshed, Some(p)) => {
+                        node.peers().learn(&p.address, PeerSource::Bootstrap, Some(&p.node_id));
+                    }
+                    (PeerEventKind::Left, Some(p)) if !node.config().peers.contains(&p.address) => {
+                        node.peers().forget(&p.address);
+                    }
+                    (PeerEventKind::Lagged, _) => discover(node, &mut client).await?,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn register(node: &Node, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
+    let req = signed_register(node.key(), &node.config().advertise, node.config().register_ttl_secs, unix_ms_now());
+    let resp = client.register(req).await.map_err(|s| format!("Register: {:?}: {}", s.code(), s.message()))?;
+    tracing::debug!(message = %resp.get_ref().message, "registered with bootstrap");
+    Ok(())
+}
+
+async fn discover(node: &Node, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
+    let req = GetPeersRequest {
+        limit: DISCOVER_LIMIT,
+        exclude_address: node.config().advertise.clone(),
+        page_token: String::new(),
+        random: true,
+    };
+    let peers = client.get_peers(req).await.map_err(|s| format!("GetPeers: {}", s.message()))?.into_inner().peers;
+    for p in peers {
+        node.peers().learn(&p.address, PeerSource::Bootstrap, Some(&p.node_id));
+    }
+    Ok(())
+}
+
+/// The book's ch. 8.4: leave the registry on the way out (signed, best effort).
+async fn deregister(node: &Node, bootstraps: &[String]) {
+    for address in bootstraps {
+        let attempt = async {
+            let channel = endpoint(address)?.connect().await.map_err(|e| e.to_string())?;
+            let req = signed_remove(node.key(), &node.config().advertise, unix_ms_now());
+            BootstrapClient::new(channel).remove(req).await.map_err(|s| s.message().to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(r)) => {
+                tracing::info!(bootstrap = %address, removed = r.get_ref().removed, "left the bootstrap registry")
+            }
+            Ok(Err(e)) => tracing::debug!(bootstrap = %address, error = %e, "could not deregister"),
+            Err(_) => tracing::debug!(bootstrap = %address, "deregistering timed out"),
+        }
+    }
+}

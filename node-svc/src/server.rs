@@ -1,0 +1,104 @@
+//! Starting and stopping a node: identity, chain store, background tasks and
+//! the gRPC server, all tied to one shutdown token.
+
+use std::net::SocketAddr;
+
+use p2p_proto::node::PeerSource;
+use p2p_proto::node::node_server::NodeServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::Chain;
+use crate::chain_handle::ChainHandle;
+use crate::config::NodeConfig;
+use crate::error::Error;
+use crate::membership::membership_loop;
+use crate::node::Node;
+use crate::service::NodeService;
+
+/// A node serving in the background.
+#[derive(Debug)]
+pub struct RunningNode {
+    pub node: Node,
+    pub local_addr: SocketAddr,
+    task: JoinHandle<Result<(), Error>>,
+    chain_thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Waits until the server, its background tasks and the chain store
+    /// have all stopped (after the shutdown token fired).
+    pub async fn join(self) -> Result<(), Error> {
+        let RunningNode { node, task, chain_thread, .. } = self;
+        drop(node);
+        let served = task.await.map_err(|e| Error::Internal(e.to_string()))?;
+        // The chain thread ends when the last handle is gone; then the store is closed.
+        tokio::task::spawn_blocking(move || chain_thread.join()).await.ok();
+        served
+    }
+}
+
+/// Opens the node's identity and chain in `config.data_dir`, then serves on
+/// `listener` until `shutdown` fires.
+pub async fn spawn(
+    listener: TcpListener,
+    config: NodeConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, Error> {
+    p2p_proto::address::canonicalize(&config.advertise).map_err(|e| Error::invalid("advertise", e))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    let (key, created) = p2p_proto::identity::load_or_create(&config.data_dir.join("node.key"))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let path = config.data_dir.join("chain.redb");
+    let params = config.network.clone();
+    let chain = tokio::task::spawn_blocking(move || Chain::open(&path, params))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let (handle, chain_thread) = ChainHandle::spawn(chain)?;
+    let node = Node::new(config.clone(), key, handle, shutdown.clone());
+    let tip = node.chain().tip().await?;
+    let local_addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    tracing::info!(
+        node_id = node.node_id(), new_identity = created, %local_addr, advertise = %config.advertise,
+        network = %config.network.name, height = tip.height, tip = %hex::encode(tip.hash), "node starting"
+    );
+    for p in &config.peers {
+        node.peers().learn(p, PeerSource::Configured, None);
+    }
+
+    let heartbeat = tokio::spawn(node.clone().heartbeat_loop());
+    let membership = tokio::spawn(membership_loop(node.clone()));
+    let (reporter, health) = p2p_proto::serving::health();
+    reporter.set_serving::<NodeServer<NodeService>>().await;
+    let (reflection_v1, reflection_v1alpha) =
+        p2p_proto::serving::reflection().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let service = NodeServer::new(NodeService::new(node.clone()))
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    let server = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(service);
+    let task_node = node.clone();
+    let task = tokio::spawn(async move {
+        let served = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled()).await;
+        shutdown.cancel();
+        let _ = heartbeat.await;
+        let _ = membership.await;
+        task_node.tasks().close();
+        task_node.tasks().wait().await;
+        tracing::info!(node_id = task_node.node_id(), "node stopped");
+        served.map_err(|e| Error::Internal(format!("server failed: {e}")))
+    });
+    Ok(RunningNode { node, local_addr, task, chain_thread })
+}
+
+/// Serves until `shutdown` fires and everything has stopped.
+pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    spawn(listener, config, shutdown).await?.join().await
+}

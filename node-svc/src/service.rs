@@ -1,0 +1,198 @@
+//! `p2p.node.v1.Node`: request validation in front of [`Node`].
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use p2p_proto::node::node_server::Node as NodeRpc;
+use p2p_proto::node::{
+    Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
+    GetStatusRequest, GetStatusResponse, MineBlockRequest, MineBlockResponse, PeerSource, PingRequest, PingResponse,
+    SendBlockRequest, SendBlockResponse,
+};
+use p2p_proto::unix_ms_now;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::chain::{self, Hash};
+use crate::error::Error;
+use crate::node::{Node, work_bytes, work_from_bytes};
+use crate::peers::PeerTip;
+
+/// Most locator hashes accepted (a locator for 2^64 blocks needs ~74).
+const MAX_LOCATOR: usize = 128;
+/// Blocks read from the store per step of a GetBlocks stream.
+const READ_CHUNK: usize = 100;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    node: Node,
+}
+
+impl NodeService {
+    pub fn new(node: Node) -> Self {
+        NodeService { node }
+    }
+}
+
+type BlockStream = Pin<Box<dyn Stream<Item = Result<PbBlock, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeRpc for NodeService {
+    async fn send_block(&self, request: Request<SendBlockRequest>) -> Result<Response<SendBlockResponse>, Status> {
+        let req = request.into_inner();
+        let block = req.block.ok_or_else(|| Error::invalid("block", "is required"))?;
+        let handled = self.node.receive_block(block, req.sender.as_ref()).await?;
+        let message = match handled.outcome {
+            p2p_proto::node::BlockOutcome::Appended => "appended to the main chain and forwarded",
+            p2p_proto::node::BlockOutcome::Duplicate => "already known; not forwarded again",
+            p2p_proto::node::BlockOutcome::Orphan => "parent unknown; kept while the missing blocks are fetched",
+            p2p_proto::node::BlockOutcome::SideBranch => {
+                "stored on a side branch with no more work than the main chain"
+            }
+            p2p_proto::node::BlockOutcome::Reorg => "its branch has the most work: the main chain was reorganised",
+            p2p_proto::node::BlockOutcome::Unspecified => "",
+        };
+        Ok(Response::new(SendBlockResponse {
+            outcome: handled.outcome as i32,
+            message: message.into(),
+            height: handled.tip.height,
+            tip_hash: handled.tip.hash.to_vec(),
+        }))
+    }
+
+    async fn broadcast_blockchain(
+        &self,
+        request: Request<Streaming<PbBlock>>,
+    ) -> Result<Response<BroadcastBlockchainResponse>, Status> {
+        let stream = request.into_inner();
+        let offer = self.node.receive_chain(stream).await?;
+        Ok(Response::new(offer))
+    }
+
+    type GetBlocksStream = BlockStream;
+
+    async fn get_blocks(&self, request: Request<GetBlocksRequest>) -> Result<Response<BlockStream>, Status> {
+        let req = request.into_inner();
+        let max = self.node.config().max_blocks_per_request;
+        let limit = match req.limit {
+            0 => max.min(500),
+            n => n.min(max),
+        } as usize;
+        if req.locator.len() > MAX_LOCATOR {
+            return Err(
+                Error::invalid("locator", format!("has {} hashes; at most {MAX_LOCATOR}", req.locator.len())).into()
+            );
+        }
+        let start = if req.locator.is_empty() {
+            req.from_height
+        } else {
+            let locator: Vec<Hash> = req
+                .locator
+                .iter()
+                .map(|h| chain::validate::hash_field("locator", h))
+                .collect::<Result<_, _>>()
+                .map_err(Error::from)?;
+            self.node.chain().read(move |r| r.fork_point(&locator)).await?
+        };
+        let chain = self.node.chain().clone();
+        // Read lazily in chunks so a large answer never sits in memory whole.
+        let stream = futures::stream::unfold((start, limit), move |(next, left)| {
+            let chain = chain.clone();
+            async move {
+                if left == 0 {
+                    return None;
+                }
+                let take = left.min(READ_CHUNK);
+                match chain.read(move |r| r.main_from(next, take)).await {
+                    Ok(blocks) if blocks.is_empty() => None,
+                    Ok(blocks) => {
+                        let n = blocks.len();
+                        let items: Vec<Result<PbBlock, Status>> =
+                            blocks.iter().map(|b| Ok(chain::to_proto(b))).collect();
+                        let left = if n < take { 0 } else { left - n };
+                        Some((futures::stream::iter(items), (next + n as u64, left)))
+                    }
+                    Err(e) => Some((futures::stream::iter(vec![Err(Status::from(e))]), (next, 0))),
+                }
+            }
+        })
+        .flatten();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        let tip = self.node.chain().tip().await?;
+        let config = self.node.config();
+        Ok(Response::new(GetStatusResponse {
+            node_id: self.node.node_id().to_string(),
+            address: config.advertise.clone(),
+            height: tip.height,
+            tip_hash: tip.hash.to_vec(),
+            cumulative_work: work_bytes(tip.work),
+            genesis_hash: self.node.chain().genesis_hash().to_vec(),
+            peer_count: self.node.peers().active_count() as u32,
+            network: config.network.name.clone(),
+            difficulty_bits: config.network.difficulty_bits,
+            version: env!("CARGO_PKG_VERSION").into(),
+            orphan_count: self.node.chain().orphan_count() as u64,
+        }))
+    }
+
+    async fn get_peers(&self, request: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
+        let max = self.node.config().max_exchange_peers;
+        let limit = match request.into_inner().limit {
+            0 => max,
+            n => n.min(max),
+        } as usize;
+        let peers = self.node.peers().sample(limit).iter().map(|p| p.to_info()).collect();
+        Ok(Response::new(GetPeersResponse { peers }))
+    }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let req = request.into_inner();
+        let genesis = self.node.chain().genesis_hash();
+        if !req.genesis_hash.is_empty() && req.genesis_hash != genesis {
+            return Err(Error::FailedPrecondition(format!(
+                "different network: our genesis is {}, yours is {}",
+                hex::encode(genesis),
+                hex::encode(&req.genesis_hash)
+            ))
+            .into());
+        }
+        let tip = self.node.chain().tip().await?;
+        if let Some(sender) = req.sender.as_ref().filter(|s| !s.address.is_empty()) {
+            let address =
+                p2p_proto::address::canonicalize(&sender.address).map_err(|e| Error::invalid("sender.address", e))?;
+            let their_work = work_from_bytes(&req.cumulative_work);
+            self.node.peers().learn(&address, PeerSource::Inbound, Some(&sender.node_id));
+            let peer_tip = PeerTip {
+                node_id: sender.node_id.clone(),
+                height: req.height,
+                tip: req.tip_hash.clone(),
+                work: their_work,
+            };
+            self.node.peers().alive(&address, peer_tip, unix_ms_now());
+            if their_work > tip.work {
+                self.node.request_sync(&address);
+            }
+        }
+        Ok(Response::new(PingResponse {
+            node_id: self.node.node_id().to_string(),
+            height: tip.height,
+            tip_hash: tip.hash.to_vec(),
+            cumulative_work: work_bytes(tip.work),
+            genesis_hash: genesis.to_vec(),
+            timestamp_unix_ms: unix_ms_now(),
+        }))
+    }
+
+    async fn mine_block(&self, request: Request<MineBlockRequest>) -> Result<Response<MineBlockResponse>, Status> {
+        let mined = self.node.mine(request.into_inner().data).await?;
+        Ok(Response::new(MineBlockResponse {
+            block: Some(chain::to_proto(&mined.block)),
+            outcome: mined.outcome as i32,
+            attempts: mined.attempts,
+            elapsed_ms: mined.elapsed.as_millis() as u64,
+        }))
+    }
+}

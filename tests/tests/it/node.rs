@@ -1,0 +1,276 @@
+//! Networks of real nodes (and a bootstrap) running in this process.
+
+use std::time::Duration;
+
+use node_svc::chain::testing::{chain_of, extend};
+use p2p_proto::node::{BlockOutcome, GetBlocksRequest, GetStatusRequest, MineBlockRequest, SendBlockRequest, Sender};
+use p2p_tests::{TestBootstrap, TestNode, converged, eventually, node_config, test_network};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+const BITS: u32 = 8;
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Net {
+    _dirs: Vec<tempfile::TempDir>,
+    bootstrap: TestBootstrap,
+    nodes: Vec<TestNode>,
+}
+
+async fn network(n: usize) -> Net {
+    let bdir = tempfile::tempdir().unwrap();
+    let mut cfg = bootstrap_svc::Config::new(bdir.path());
+    cfg.register_per_minute = 0;
+    let bootstrap = TestBootstrap::start(cfg).await;
+    let endpoint = bootstrap.endpoint();
+    let mut dirs = vec![bdir];
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let ep = endpoint.clone();
+        nodes.push(TestNode::start(move |addr| node_config(&path, addr, Some(&ep), BITS)).await);
+        dirs.push(dir);
+    }
+    // Everyone knows everyone (through the bootstrap) before the test starts.
+    for node in &nodes {
+        eventually(WAIT, "node sees all other nodes as active", || async {
+            (node.node().peers().active_count() == n - 1).then_some(())
+        })
+        .await;
+    }
+    Net { _dirs: dirs, bootstrap, nodes }
+}
+
+async fn mine(node: &TestNode, data: &str) -> p2p_proto::node::Block {
+    let mut c = node.client().await;
+    let r = c.mine_block(MineBlockRequest { data: data.as_bytes().to_vec() }).await.unwrap().into_inner();
+    assert_eq!(r.outcome(), BlockOutcome::Appended);
+    r.block.unwrap()
+}
+
+#[tokio::test]
+async fn a_block_mined_on_one_node_reaches_all_others() {
+    let net = network(4).await;
+    let block = mine(&net.nodes[0], "hello network").await;
+    let refs: Vec<&TestNode> = net.nodes.iter().collect();
+    let tip = converged(&refs, 1, WAIT).await;
+    assert_eq!(tip.hash.as_slice(), block.hash.as_slice());
+    for n in &net.nodes {
+        let mut c = n.client().await;
+        let status = c.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(status.height, 1);
+        assert_eq!(status.peer_count, 3);
+        let got: Vec<_> = c
+            .get_blocks(GetBlocksRequest { from_height: 1, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .collect::<Vec<_>>()
+            .await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ref().unwrap().data, b"hello network");
+    }
+    for n in net.nodes {
+        n.stop().await;
+    }
+    net.bootstrap.stop().await;
+}
+
+#[tokio::test]
+async fn each_node_stores_each_block_once_and_gossip_does_not_loop() {
+    let net = network(4).await;
+    let refs: Vec<&TestNode> = net.nodes.iter().collect();
+    const BLOCKS: u64 = 5;
+    for i in 0..BLOCKS {
+        mine(&net.nodes[(i % 2) as usize], &format!("block {i}")).await;
+        converged(&refs, i + 1, WAIT).await;
+    }
+    let mut received = 0;
+    for n in &net.nodes {
+        let s = n.node().stats();
+        assert_eq!(s.blocks_stored, BLOCKS, "every node stores every block exactly once: {s:?}");
+        received += s.blocks_received;
+    }
+    // Each node forwards a block only when it first stores it, to at most
+    // 3 peers: 4 nodes x 3 peers x 5 blocks bounds all deliveries. A gossip
+    // loop would exceed it.
+    assert!(received <= 4 * 3 * BLOCKS, "{received} deliveries");
+    assert!(received >= 3 * BLOCKS, "every node heard of every block: {received}");
+    for n in net.nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_late_joiner_syncs_thousands_of_blocks() {
+    const N: usize = 3000;
+    let params = test_network(4);
+    let blocks = chain_of(&params, N, p2p_proto::unix_ms_now() - 60_000);
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, 4)).await;
+    // Load A through BroadcastBlockchain: one stream, thousands of blocks.
+    let mut c = a.client().await;
+    let stream = tokio_stream::iter(blocks[1..].iter().map(node_svc::chain::to_proto).collect::<Vec<_>>());
+    let r = c.broadcast_blockchain(stream).await.unwrap().into_inner();
+    assert!(r.adopted, "{}", r.message);
+    assert_eq!((r.received, r.stored, r.height), (N as u64, N as u64, N as u64));
+
+    let dir_b = tempfile::tempdir().unwrap();
+    let peer = a.addr.to_string();
+    let b = TestNode::start(|addr| {
+        let mut cfg = node_config(dir_b.path(), addr, None, 4);
+        cfg.peers = vec![peer];
+        cfg
+    })
+    .await;
+    let tip = converged(&[&a, &b], N as u64, Duration::from_secs(120)).await;
+    assert_eq!(tip.hash, blocks[N].hash);
+    assert!(b.node().stats().synced_blocks >= N as u64);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn two_sides_that_mined_apart_converge_on_the_heavier_chain() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, BITS)).await;
+    let b = TestNode::start(|addr| node_config(dir_b.path(), addr, None, BITS)).await;
+    for i in 0..3 {
+        mine(&a, &format!("a{i}")).await;
+    }
+    for i in 0..5 {
+        mine(&b, &format!("b{i}")).await;
+    }
+    let b_tip = b.tip().await;
+    assert_eq!(a.height().await, 3);
+    // Connect them: A learns of B.
+    a.node().peers().learn(&b.addr.to_string(), p2p_proto::node::PeerSource::Configured, None);
+    let tip = converged(&[&a, &b], 5, WAIT).await;
+    assert_eq!(tip.hash, b_tip.hash, "the heavier (longer) chain wins");
+    // A keeps its old branch as a side branch and still mines on the new tip.
+    let block = mine(&a, "after the reorg").await;
+    assert_eq!(block.index, 6);
+    converged(&[&a, &b], 6, WAIT).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_node_resumes_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
+    let id = node.node().node_id().to_string();
+    for i in 0..5 {
+        mine(&node, &format!("{i}")).await;
+    }
+    let before = node.tip().await;
+    node.stop().await;
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
+    assert_eq!(node.tip().await, before);
+    assert_eq!(node.node().node_id(), id, "identity persists");
+    assert_eq!(mine(&node, "next").await.index, 6);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_orphan_makes_the_receiver_fetch_the_missing_range_from_the_sender() {
+    let params = test_network(BITS);
+    let blocks = chain_of(&params, 10, p2p_proto::unix_ms_now() - 60_000);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, BITS)).await;
+    let b = TestNode::start(|addr| node_config(dir_b.path(), addr, None, BITS)).await;
+    let mut ca = a.client().await;
+    ca.broadcast_blockchain(tokio_stream::iter(blocks[1..].iter().map(node_svc::chain::to_proto).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    // B gets only the tip, "from" A: it keeps it as an orphan and fetches the rest from A.
+    let mut cb = b.client().await;
+    let r = cb
+        .send_block(SendBlockRequest {
+            block: Some(node_svc::chain::to_proto(&blocks[10])),
+            sender: Some(Sender { node_id: a.node().node_id().into(), address: a.addr.to_string() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome(), BlockOutcome::Orphan);
+    let tip = converged(&[&a, &b], 10, WAIT).await;
+    assert_eq!(tip.hash, blocks[10].hash);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn broadcast_blockchain_adopts_only_a_valid_chain_with_more_work() {
+    let params = test_network(BITS);
+    let now = p2p_proto::unix_ms_now();
+    let long = chain_of(&params, 6, now - 60_000);
+    let short = extend(&params, &long[..2], 2, now - 50_000, "short");
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
+    let mut c = node.client().await;
+    let to_stream = |bs: &[node_svc::chain::Block]| {
+        tokio_stream::iter(bs.iter().map(node_svc::chain::to_proto).collect::<Vec<_>>())
+    };
+
+    let r = c.broadcast_blockchain(to_stream(&long[1..])).await.unwrap().into_inner();
+    assert!(r.adopted);
+    assert_eq!(r.height, 6);
+    // Less work: stored as a side branch, not adopted.
+    let r = c.broadcast_blockchain(to_stream(&short[1..])).await.unwrap().into_inner();
+    assert!(!r.adopted, "{}", r.message);
+    assert_eq!(node.tip().await.hash, long[6].hash);
+    // A tampered block anywhere is refused, naming the rule and its position.
+    let mut bad = extend(&params, &long, 3, now - 40_000, "bad");
+    bad[8].data = b"forged".to_vec();
+    let err = c.broadcast_blockchain(to_stream(&bad[7..])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("rule hash") && err.message().contains("#1"), "{}", err.message());
+    assert_eq!(node.height().await, 7, "blocks before the bad one are valid and kept");
+    // A stream that does not connect to anything we have is refused.
+    let other = test_network(BITS);
+    let foreign = extend(&other, &long[..1], 3, now - 30_000, "foreign");
+    let err = c.broadcast_blockchain(to_stream(&foreign[2..])).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_blocks_get_invalid_argument_and_a_repeat_offender_is_banned() {
+    let params = test_network(BITS);
+    let blocks = chain_of(&params, 2, p2p_proto::unix_ms_now() - 60_000);
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
+    let mut c = node.client().await;
+    let evil = Sender { node_id: "evil".into(), address: "127.0.0.1:1".into() };
+    let mut tampered = node_svc::chain::to_proto(&blocks[1]);
+    tampered.nonce += 1;
+    for _ in 0..2 {
+        let err = c
+            .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(evil.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("rule hash"), "{}", err.message());
+    }
+    // Banned now: even a valid block from it is refused and never reaches the chain.
+    let err = c
+        .send_block(SendBlockRequest { block: Some(node_svc::chain::to_proto(&blocks[1])), sender: Some(evil.clone()) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(node.height().await, 0);
+    let banned = node.node().peers().snapshot().into_iter().find(|p| p.address == "127.0.0.1:1").unwrap();
+    assert_eq!(banned.state, p2p_proto::node::PeerState::Banned);
+    // Malformed fields are named.
+    let mut short_hash = node_svc::chain::to_proto(&blocks[1]);
+    short_hash.prev_hash.truncate(5);
+    let err = c.send_block(SendBlockRequest { block: Some(short_hash), sender: None }).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("prev_hash"), "{err:?}");
+    let err = c.send_block(SendBlockRequest { block: None, sender: None }).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("block"), "{err:?}");
+    let err = c.mine_block(MineBlockRequest { data: vec![0; 64 * 1024 + 1] }).await.unwrap_err();
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("data"), "{err:?}");
+    node.stop().await;
+}
