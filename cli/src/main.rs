@@ -3,6 +3,7 @@
 mod bench;
 mod bootstrap;
 mod connect;
+mod node;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,9 @@ struct Cli {
     /// Bootstrap server endpoint (host:port or http://host:port).
     #[arg(long, global = true, env = "P2PCTL_BOOTSTRAP", default_value = "127.0.0.1:4000")]
     bootstrap: String,
+    /// Node endpoint (host:port or http://host:port).
+    #[arg(long, global = true, env = "P2PCTL_NODE", default_value = "127.0.0.1:3000")]
+    node: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -26,6 +30,12 @@ enum Command {
     /// Talk to the bootstrap registry.
     #[command(subcommand)]
     Bootstrap(bootstrap::BootstrapCmd),
+    /// Talk to a chain node.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
+    /// Look at the whole network.
+    #[command(subcommand)]
+    Network(node::NetworkCmd),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -36,6 +46,8 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bootstrap(cmd) => bootstrap::run(&cli.bootstrap, cmd, cli.json).await,
+        Command::Node(cmd) => node::run(&cli.node, cmd, cli.json).await,
+        Command::Network(cmd) => node::network(&cli.bootstrap, cmd, cli.json).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     };
     if let Err(e) = result {

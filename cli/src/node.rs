@@ -1,0 +1,323 @@
+//! `p2pctl node …` and `p2pctl network status`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use futures::StreamExt;
+use p2p_proto::bootstrap::GetPeersRequest as BootstrapPeersRequest;
+use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
+use p2p_proto::node::node_client::NodeClient;
+use p2p_proto::node::{
+    Block, GetBlocksRequest, GetPeersRequest, GetStatusRequest, GetStatusResponse, MineBlockRequest, PeerSource,
+    PeerState, SendBlockRequest,
+};
+use serde_json::json;
+
+use crate::connect;
+use crate::output::{Table, print_json, relative};
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Height, tip, work, peers and identity of a node.
+    Status,
+    /// Mine a block carrying DATA on the node's tip.
+    Mine { data: String },
+    /// List main-chain blocks.
+    Blocks {
+        /// First height to show.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Most blocks to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// The node's peer table with states.
+    Peers,
+    /// Send a block read from a JSON file (the shape `node blocks --json` prints).
+    SendBlock { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Ask the bootstrap for peers, then every node for its status.
+    Status,
+}
+
+fn short(hash: &[u8]) -> String {
+    if hash.is_empty() { "-".into() } else { hex::encode(&hash[..hash.len().min(8)]) }
+}
+
+fn work(bytes: &[u8]) -> u128 {
+    <[u8; 16]>::try_from(bytes).map(u128::from_be_bytes).unwrap_or(0)
+}
+
+pub fn block_json(b: &Block) -> serde_json::Value {
+    json!({
+        "index": b.index, "timestamp_unix_ms": b.timestamp_unix_ms,
+        "data": String::from_utf8_lossy(&b.data), "data_hex": hex::encode(&b.data),
+        "prev_hash": hex::encode(&b.prev_hash), "nonce": b.nonce,
+        "difficulty_bits": b.difficulty_bits, "hash": hex::encode(&b.hash),
+    })
+}
+
+fn block_from_json(v: &serde_json::Value) -> anyhow::Result<Block> {
+    let field = |name: &str| v.get(name).with_context(|| format!("the block JSON has no {name:?} field"));
+    let num = |name: &str| -> anyhow::Result<u64> {
+        field(name)?.as_u64().with_context(|| format!("{name:?} must be a number"))
+    };
+    let hexf = |name: &str| -> anyhow::Result<Vec<u8>> {
+        hex::decode(field(name)?.as_str().with_context(|| format!("{name:?} must be a hex string"))?)
+            .with_context(|| format!("{name:?} is not valid hex"))
+    };
+    let data = match v.get("data_hex") {
+        Some(_) => hexf("data_hex")?,
+        None => field("data")?.as_str().context("\"data\" must be a string")?.as_bytes().to_vec(),
+    };
+    Ok(Block {
+        index: num("index")?,
+        timestamp_unix_ms: num("timestamp_unix_ms")?,
+        data,
+        prev_hash: hexf("prev_hash")?,
+        nonce: num("nonce")?,
+        difficulty_bits: u32::try_from(num("difficulty_bits")?).context("difficulty_bits is too large")?,
+        hash: hexf("hash")?,
+    })
+}
+
+fn status_json(s: &GetStatusResponse) -> serde_json::Value {
+    json!({
+        "node_id": s.node_id, "address": s.address, "network": s.network, "height": s.height,
+        "tip_hash": hex::encode(&s.tip_hash), "cumulative_work": work(&s.cumulative_work).to_string(),
+        "genesis_hash": hex::encode(&s.genesis_hash), "difficulty_bits": s.difficulty_bits,
+        "peer_count": s.peer_count, "orphan_count": s.orphan_count, "version": s.version,
+    })
+}
+
+pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result<()> {
+    let mut client = NodeClient::new(connect::channel("node", endpoint).await?).max_decoding_message_size(16 << 20);
+    match cmd {
+        NodeCmd::Status => {
+            let s = client.get_status(GetStatusRequest {}).await.map_err(connect::status)?.into_inner();
+            if json_out {
+                print_json(&status_json(&s));
+            } else {
+                let mut t = Table::new(&["FIELD", "VALUE"]);
+                for (k, v) in [
+                    ("node id", s.node_id.clone()),
+                    ("address", s.address.clone()),
+                    ("network", format!("{} ({} bits)", s.network, s.difficulty_bits)),
+                    ("height", s.height.to_string()),
+                    ("tip", hex::encode(&s.tip_hash)),
+                    ("cumulative work", work(&s.cumulative_work).to_string()),
+                    ("genesis", hex::encode(&s.genesis_hash)),
+                    ("active peers", s.peer_count.to_string()),
+                    ("orphans", s.orphan_count.to_string()),
+                    ("version", s.version.clone()),
+                ] {
+                    t.row(vec![k.into(), v]);
+                }
+                t.print();
+            }
+        }
+        NodeCmd::Mine { data } => {
+            let r = client
+                .mine_block(MineBlockRequest { data: data.into_bytes() })
+                .await
+                .map_err(connect::status)?
+                .into_inner();
+            let outcome = r.outcome().as_str_name();
+            let b = r.block.context("the node returned no block")?;
+            if json_out {
+                print_json(
+                    &json!({"block": block_json(&b), "outcome": outcome, "attempts": r.attempts, "elapsed_ms": r.elapsed_ms}),
+                );
+            } else {
+                println!(
+                    "mined block {} {} ({} attempts, {} ms): {}",
+                    b.index,
+                    hex::encode(&b.hash),
+                    r.attempts,
+                    r.elapsed_ms,
+                    outcome
+                );
+            }
+        }
+        NodeCmd::Blocks { from, limit } => {
+            let mut stream = client
+                .get_blocks(GetBlocksRequest { from_height: from, locator: vec![], limit })
+                .await
+                .map_err(connect::status)?
+                .into_inner();
+            let mut blocks = Vec::new();
+            while let Some(b) = stream.next().await {
+                blocks.push(b.map_err(connect::status)?);
+            }
+            if json_out {
+                print_json(&json!(blocks.iter().map(block_json).collect::<Vec<_>>()));
+            } else {
+                let mut t = Table::new(&["HEIGHT", "HASH", "PREV", "TIME", "DATA"]);
+                for b in &blocks {
+                    let mut data = String::from_utf8_lossy(&b.data).into_owned();
+                    if data.chars().count() > 40 {
+                        data = data.chars().take(39).collect::<String>() + "…";
+                    }
+                    t.row(vec![
+                        b.index.to_string(),
+                        short(&b.hash),
+                        short(&b.prev_hash),
+                        relative(b.timestamp_unix_ms),
+                        data,
+                    ]);
+                }
+                t.print();
+            }
+        }
+        NodeCmd::Peers => {
+            let peers =
+                client.get_peers(GetPeersRequest { limit: 0 }).await.map_err(connect::status)?.into_inner().peers;
+            if json_out {
+                print_json(&json!(
+                    peers
+                        .iter()
+                        .map(|p| json!({
+                            "address": p.address, "node_id": p.node_id, "state": p.state().as_str_name(),
+                            "source": p.source().as_str_name(), "last_seen_unix_ms": p.last_seen_unix_ms,
+                            "consecutive_failures": p.consecutive_failures, "best_height": p.best_height,
+                            "best_tip_hash": hex::encode(&p.best_tip_hash), "score": p.score,
+                        }))
+                        .collect::<Vec<_>>()
+                ));
+            } else {
+                let mut t =
+                    Table::new(&["ADDRESS", "NODE ID", "STATE", "SOURCE", "LAST SEEN", "FAILS", "HEIGHT", "SCORE"]);
+                for p in &peers {
+                    t.row(vec![
+                        p.address.clone(),
+                        p.node_id.chars().take(16).collect(),
+                        state_name(p.state()).into(),
+                        source_name(p.source()).into(),
+                        relative(p.last_seen_unix_ms),
+                        p.consecutive_failures.to_string(),
+                        p.best_height.to_string(),
+                        p.score.to_string(),
+                    ]);
+                }
+                t.print();
+            }
+        }
+        NodeCmd::SendBlock { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            // Accept a single block or the first of a `node blocks --json` list.
+            let v = v.as_array().and_then(|a| a.first()).unwrap_or(&v);
+            let block = block_from_json(v)?;
+            let r = client
+                .send_block(SendBlockRequest { block: Some(block), sender: None })
+                .await
+                .map_err(connect::status)?
+                .into_inner();
+            if json_out {
+                print_json(
+                    &json!({"outcome": r.outcome().as_str_name(), "message": r.message, "height": r.height, "tip_hash": hex::encode(&r.tip_hash)}),
+                );
+            } else {
+                println!("{}: {} (height {})", r.outcome().as_str_name(), r.message, r.height);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_name(s: PeerState) -> &'static str {
+    match s {
+        PeerState::Connecting => "connecting",
+        PeerState::Active => "active",
+        PeerState::Failing => "failing",
+        PeerState::Banned => "banned",
+        PeerState::Unspecified => "?",
+    }
+}
+
+fn source_name(s: PeerSource) -> &'static str {
+    match s {
+        PeerSource::Bootstrap => "bootstrap",
+        PeerSource::PeerExchange => "exchange",
+        PeerSource::Inbound => "inbound",
+        PeerSource::Configured => "configured",
+        PeerSource::Unspecified => "?",
+    }
+}
+
+/// `p2pctl network status`.
+pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<()> {
+    let NetworkCmd::Status = cmd;
+    let mut client = BootstrapClient::new(connect::channel("bootstrap", bootstrap).await?);
+    let mut addresses = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = client
+            .get_peers(BootstrapPeersRequest { limit: 1000, page_token: token.clone(), ..Default::default() })
+            .await
+            .map_err(connect::status)?
+            .into_inner();
+        addresses.extend(r.peers.into_iter().map(|p| p.address));
+        if r.next_page_token.is_empty() {
+            break;
+        }
+        token = r.next_page_token;
+    }
+    let statuses = futures::future::join_all(addresses.iter().map(|a| async move {
+        let ask = async {
+            let mut c = NodeClient::new(connect::channel("node", a).await?);
+            c.get_status(GetStatusRequest {}).await.map_err(connect::status).map(|r| r.into_inner())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), ask).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("timed out")),
+        }
+    }))
+    .await;
+    let reachable: Vec<&GetStatusResponse> = statuses.iter().filter_map(|s| s.as_ref().ok()).collect();
+    let agree = !reachable.is_empty() && reachable.iter().all(|s| s.tip_hash == reachable[0].tip_hash);
+    let verdict = match (reachable.len(), agree) {
+        (0, _) => "no node is reachable".to_string(),
+        (n, true) => format!(
+            "all {n} reachable nodes agree on tip {} at height {}",
+            short(&reachable[0].tip_hash),
+            reachable[0].height
+        ),
+        (n, false) => format!("the {n} reachable nodes do NOT agree on the tip"),
+    };
+    if json_out {
+        let nodes: Vec<_> = addresses
+            .iter()
+            .zip(&statuses)
+            .map(|(a, s)| match s {
+                Ok(s) => json!({"address": a, "reachable": true, "status": status_json(s)}),
+                Err(e) => json!({"address": a, "reachable": false, "error": format!("{e:#}")}),
+            })
+            .collect();
+        print_json(&json!({"nodes": nodes, "agree": agree, "summary": verdict}));
+    } else {
+        let mut t = Table::new(&["NODE", "ADDRESS", "HEIGHT", "TIP", "PEERS", "REACHABLE"]);
+        for (a, s) in addresses.iter().zip(&statuses) {
+            match s {
+                Ok(s) => t.row(vec![
+                    s.node_id.chars().take(16).collect(),
+                    a.clone(),
+                    s.height.to_string(),
+                    short(&s.tip_hash),
+                    s.peer_count.to_string(),
+                    "yes".into(),
+                ]),
+                Err(e) => t.row(vec!["-".into(), a.clone(), "-".into(), "-".into(), "-".into(), format!("no: {e:#}")]),
+            }
+        }
+        t.print();
+        println!("{verdict}");
+    }
+    Ok(())
+}
