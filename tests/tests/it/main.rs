@@ -4,3 +4,4 @@
 mod bootstrap;
 mod grpcurl;
 mod node;
+mod processes;
