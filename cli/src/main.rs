@@ -3,6 +3,7 @@
 mod bench;
 mod bootstrap;
 mod connect;
+mod devnet;
 mod node;
 mod output;
 
@@ -36,6 +37,9 @@ enum Command {
     /// Look at the whole network.
     #[command(subcommand)]
     Network(node::NetworkCmd),
+    /// Run a local network of processes (no Docker needed).
+    #[command(subcommand)]
+    Devnet(devnet::DevnetCmd),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -48,6 +52,7 @@ async fn main() {
         Command::Bootstrap(cmd) => bootstrap::run(&cli.bootstrap, cmd, cli.json).await,
         Command::Node(cmd) => node::run(&cli.node, cmd, cli.json).await,
         Command::Network(cmd) => node::network(&cli.bootstrap, cmd, cli.json).await,
+        Command::Devnet(cmd) => devnet::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     };
     if let Err(e) = result {
