@@ -22,6 +22,32 @@ use crate::output::Table;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
+    /// Full block validation rate against the raw SHA-256 rate on the same headers.
+    Validate {
+        #[arg(long, default_value_t = 100_000)]
+        blocks: usize,
+        #[arg(long, default_value_t = 8)]
+        difficulty_bits: u32,
+        /// Bytes of data per block.
+        #[arg(long, default_value_t = 0)]
+        data_bytes: usize,
+    },
+    /// Sync throughput of a fresh node downloading a chain from a peer over loopback.
+    Sync {
+        #[arg(long, default_value_t = 100_000)]
+        blocks: usize,
+        #[arg(long, default_value_t = 8)]
+        difficulty_bits: u32,
+    },
+    /// Time for a block to reach all of N in-process nodes, and duplicate deliveries.
+    Propagation {
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10)]
+        blocks: usize,
+        #[arg(long, default_value_t = 8)]
+        difficulty_bits: u32,
+    },
     /// Register and GetPeers throughput and latency against a registry holding
     /// N peers, and the same load against a no-op handler for comparison.
     Bootstrap {
@@ -48,6 +74,14 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Bootstrap { target, peers, concurrency, requests, connections } => {
             bootstrap(target, peers, concurrency.max(1), requests, connections.max(1)).await
+        }
+        BenchCmd::Validate { blocks, difficulty_bits, data_bytes } => {
+            crate::bench_node::validation(blocks.max(2), difficulty_bits, data_bytes);
+            Ok(())
+        }
+        BenchCmd::Sync { blocks, difficulty_bits } => crate::bench_node::sync(blocks.max(1), difficulty_bits).await,
+        BenchCmd::Propagation { nodes, blocks, difficulty_bits } => {
+            crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits).await
         }
     }
 }

@@ -81,14 +81,16 @@ pub async fn run(cmd: DevnetCmd) -> anyhow::Result<()> {
     let (bootstrap_bin, node_bin) = (sibling("bootstrap-svc")?, sibling("node-svc")?);
     let baddr = format!("127.0.0.1:{bootstrap_port}");
     let mut services = Vec::new();
-    let bargs: Vec<String> = vec![
-        "--listen".into(),
-        baddr.clone(),
-        "--data-dir".into(),
-        dir.join("bootstrap").display().to_string(),
-    ];
+    let bargs: Vec<String> =
+        vec!["--listen".into(), baddr.clone(), "--data-dir".into(), dir.join("bootstrap").display().to_string()];
     let child = start(&bootstrap_bin, &bargs, &dir.join("bootstrap.log"))?;
-    services.push(Service { name: "bootstrap".into(), endpoint: baddr.clone(), args: bargs, program: bootstrap_bin, child });
+    services.push(Service {
+        name: "bootstrap".into(),
+        endpoint: baddr.clone(),
+        args: bargs,
+        program: bootstrap_bin,
+        child,
+    });
     // Nodes retry the bootstrap with backoff, so they may start right away.
     for i in 0..nodes {
         let addr = format!("127.0.0.1:{}", base_port + i);

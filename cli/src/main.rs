@@ -1,6 +1,7 @@
 //! `p2pctl`: drive the bootstrap registry and chain nodes from a terminal.
 
 mod bench;
+mod bench_node;
 mod bootstrap;
 mod connect;
 mod devnet;
@@ -40,9 +41,27 @@ enum Command {
     /// Run a local network of processes (no Docker needed).
     #[command(subcommand)]
     Devnet(devnet::DevnetCmd),
+    /// Check a server's grpc.health.v1 status; exits 0 only when SERVING
+    /// (the compose healthcheck).
+    Health {
+        /// host:port of a bootstrap or node.
+        endpoint: String,
+        /// Service name to check; empty means the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+}
+
+async fn health(endpoint: &str, service: String) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut client = HealthClient::new(connect::channel("server", endpoint).await?);
+    let status = client.check(HealthCheckRequest { service }).await.map_err(connect::status)?.into_inner().status();
+    println!("{}", status.as_str_name());
+    anyhow::ensure!(status == ServingStatus::Serving, "{endpoint} is not serving");
+    Ok(())
 }
 
 #[tokio::main]
@@ -53,6 +72,7 @@ async fn main() {
         Command::Node(cmd) => node::run(&cli.node, cmd, cli.json).await,
         Command::Network(cmd) => node::network(&cli.bootstrap, cmd, cli.json).await,
         Command::Devnet(cmd) => devnet::run(cmd).await,
+        Command::Health { endpoint, service } => health(&endpoint, service).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     };
     if let Err(e) = result {

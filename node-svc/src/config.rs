@@ -30,6 +30,9 @@ pub struct NodeConfig {
     pub max_blocks_per_request: u32,
     /// Blocks asked for per GetBlocks while syncing.
     pub sync_batch: u32,
+    /// Peers a new block is pushed to (a random subset of the usable ones).
+    /// Nodes the push misses learn of the block from heartbeats and pull it.
+    pub gossip_fanout: usize,
     /// Deadline for forwarding a block to one peer.
     pub gossip_timeout: Duration,
     /// Most peers kept in the table.
@@ -51,7 +54,8 @@ impl NodeConfig {
             ping_timeout: Duration::from_secs(2),
             max_failures: 3,
             max_blocks_per_request: 1000,
-            sync_batch: 500,
+            sync_batch: 1000,
+            gossip_fanout: 8,
             gossip_timeout: Duration::from_secs(5),
             max_peers: 128,
             max_exchange_peers: 100,

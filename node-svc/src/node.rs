@@ -261,7 +261,7 @@ impl Node {
 
     /// Forwards `block` to every usable peer except `except`.
     pub async fn gossip(&self, block: Block, except: Option<&str>) {
-        let targets = self.inner.peers.gossip_targets(except);
+        let targets = self.inner.peers.gossip_targets(except, self.inner.config.gossip_fanout);
         if targets.is_empty() {
             return;
         }
@@ -301,73 +301,85 @@ impl Node {
         });
     }
 
-    /// Downloads blocks from `address` until we have its chain: a block
-    /// locator finds the fork point, then batches of GetBlocks are validated
-    /// and stored. One sync runs at a time; a second request is dropped.
+    /// Downloads blocks from `address` until we have its chain. The first
+    /// request carries a block locator to find the fork point; after that
+    /// requests go by height and are pipelined: batch k+1 is in flight while
+    /// batch k is validated and committed. One sync runs at a time; a second
+    /// request while one runs is dropped (heartbeats retrigger it).
     pub async fn sync_from(&self, address: &str, channel: Channel) -> Result<u64, Error> {
         let Ok(_guard) = self.inner.syncing.try_lock() else { return Ok(0) };
-        let mut client = NodeClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+        let client = NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         let batch = self.inner.config.sync_batch;
         let started = Instant::now();
         let mut total = 0u64;
+        // Whether this sync itself moved the tip (not gossip arriving meanwhile).
+        let mut extended = false;
         let before = self.inner.chain.tip().await?;
+        let locator = self.inner.chain.read(|r| r.locator()).await?;
+        let first =
+            GetBlocksRequest { from_height: 0, locator: locator.iter().map(|h| h.to_vec()).collect(), limit: batch };
+        let mut pending = tokio::spawn(fetch_blocks(client.clone(), first, address.to_string()));
         loop {
-            if self.inner.shutdown.is_cancelled() {
-                break;
-            }
-            let locator = self.inner.chain.read(|r| r.locator()).await?;
-            let req = GetBlocksRequest {
-                from_height: 0,
-                locator: locator.iter().map(|h| h.to_vec()).collect(),
-                limit: batch,
-            };
-            let mut stream = match client.get_blocks(req).await {
-                Ok(s) => s.into_inner(),
-                Err(status) => {
+            let blocks = pending.await.map_err(|e| Error::Internal(e.to_string()))?;
+            let blocks = match blocks {
+                Ok(b) => b,
+                Err(e @ Error::InvalidBlock(_)) => {
+                    self.misbehaved(Some(address), &e.to_string());
+                    return Err(e);
+                }
+                Err(e) => {
                     self.inner.peers.failed(address, unix_ms_now());
-                    return Err(Error::FailedPrecondition(format!("GetBlocks from {address}: {}", status.message())));
+                    return Err(e);
                 }
             };
-            let mut blocks = Vec::with_capacity(batch as usize);
-            while let Some(item) = stream.next().await {
-                match item
-                    .map_err(|s| Error::FailedPrecondition(format!("GetBlocks stream from {address}: {}", s.message())))
-                    .and_then(|b| chain::from_proto(b).map_err(Error::from))
-                {
-                    Ok(b) => blocks.push(b),
-                    Err(e @ Error::InvalidBlock(_)) => {
-                        self.misbehaved(Some(address), &e.to_string());
-                        return Err(e);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
             let received = blocks.len() as u64;
-            if received == 0 {
+            if received == 0 || self.inner.shutdown.is_cancelled() {
                 break;
             }
+            let full = received >= u64::from(batch);
+            let next_height = blocks.last().map(|b| b.index + 1).unwrap_or(0);
+            // Ask for the next batch before committing this one.
+            let next = GetBlocksRequest { from_height: next_height, locator: vec![], limit: batch };
+            pending = tokio::spawn(fetch_blocks(client.clone(), next, address.to_string()));
             self.inner.stats.synced_blocks.fetch_add(received, Ordering::Relaxed);
             let verdicts = self.offer(blocks, Relay::Hold).await?;
             let mut progressed = false;
+            let mut disconnected = false;
             for v in &verdicts {
                 match v {
                     Ok(a) if matches!(a.outcome, Outcome::Appended | Outcome::Reorg { .. } | Outcome::SideBranch) => {
                         progressed = true;
+                        extended |= a.outcome != Outcome::SideBranch;
                     }
+                    Ok(a) if a.outcome == Outcome::Orphan => disconnected = true,
                     Ok(_) => {}
                     Err(e) => {
                         self.misbehaved(Some(address), &e.to_string());
+                        pending.abort();
                         return Err(Error::InvalidBlock(e.clone()));
                     }
                 }
             }
             total += received;
-            if received < u64::from(batch) || !progressed {
+            if disconnected {
+                // The peer's chain changed under us: find the fork point again.
+                pending.abort();
+                let locator = self.inner.chain.read(|r| r.locator()).await?;
+                let req = GetBlocksRequest {
+                    from_height: 0,
+                    locator: locator.iter().map(|h| h.to_vec()).collect(),
+                    limit: batch,
+                };
+                pending = tokio::spawn(fetch_blocks(client.clone(), req, address.to_string()));
+                continue;
+            }
+            if !full || !progressed {
+                pending.abort();
                 break;
             }
         }
         let after = self.inner.chain.tip().await?;
-        if after.hash != before.hash {
+        if extended && after.hash != before.hash {
             tracing::info!(
                 peer = %address, blocks = total, from_height = before.height, to_height = after.height,
                 secs = started.elapsed().as_secs_f64(), "synced"
@@ -602,6 +614,22 @@ impl Node {
             }
         }
     }
+}
+
+/// One GetBlocks call, collected; invalid encodings are [`Error::InvalidBlock`].
+async fn fetch_blocks(
+    mut client: NodeClient<Channel>,
+    req: GetBlocksRequest,
+    address: String,
+) -> Result<Vec<Block>, Error> {
+    let unavailable =
+        |s: tonic::Status| Error::FailedPrecondition(format!("GetBlocks from {address}: {}", s.message()));
+    let mut stream = client.get_blocks(req).await.map_err(unavailable)?.into_inner();
+    let mut blocks = Vec::new();
+    while let Some(item) = stream.next().await {
+        blocks.push(chain::from_proto(item.map_err(unavailable)?)?);
+    }
+    Ok(blocks)
 }
 
 /// Whether newly accepted blocks are forwarded to peers.

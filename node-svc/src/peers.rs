@@ -249,14 +249,12 @@ impl PeerTable {
             .collect()
     }
 
-    /// Usable peers except `except`, for gossip.
-    pub fn gossip_targets(&self, except: Option<&str>) -> Vec<(String, Channel)> {
-        self.lock()
-            .peers
-            .values()
-            .filter(|p| p.is_usable() && Some(p.address.as_str()) != except)
-            .map(|p| (p.address.clone(), p.channel.clone()))
-            .collect()
+    /// Up to `fanout` random usable peers except `except`, for gossip.
+    pub fn gossip_targets(&self, except: Option<&str>, fanout: usize) -> Vec<(String, Channel)> {
+        let inner = self.lock();
+        let usable: Vec<&PeerEntry> =
+            inner.peers.values().filter(|p| p.is_usable() && Some(p.address.as_str()) != except).collect();
+        usable.choose_multiple(&mut rand::rng(), fanout).map(|p| (p.address.clone(), p.channel.clone())).collect()
     }
 
     pub fn channel(&self, address: &str) -> Option<Channel> {
@@ -354,7 +352,7 @@ mod tests {
         assert!(p.next_attempt_ms >= 3_100 && p.next_attempt_ms <= 3_150, "{}", p.next_attempt_ms);
         assert!(t.due_for_ping(3_000).is_empty());
         assert_eq!(t.due_for_ping(3_200).len(), 1);
-        assert!(t.gossip_targets(None).is_empty(), "failing peers get no gossip");
+        assert!(t.gossip_targets(None, 8).is_empty(), "failing peers get no gossip");
         t.alive("a:1", tip("x", 5), 4_000);
         assert_eq!(t.snapshot()[0].state, PeerState::Active);
     }

@@ -347,19 +347,22 @@ impl Chain {
         let mut tx = self.db.begin_write()?;
         tx.set_quick_repair(true);
         let mut verdicts = Vec::with_capacity(blocks.len());
-        let mut queue: VecDeque<Block> = blocks.into();
         let mut new_orphans = Vec::new();
-        while let Some(b) = queue.pop_front() {
-            let hash = b.hash;
-            let verdict = self.accept_one(&tx, b, now_ms, &mut new_orphans)?;
-            if let Ok(a) = &verdict
-                && a.outcome != Outcome::Orphan
-                && a.outcome != Outcome::Duplicate
-            {
-                // Orphans waiting for this block can connect now.
-                queue.extend(self.orphans.take_children(&hash));
+        {
+            let mut t = Tables::open(&tx)?;
+            let mut queue: VecDeque<Block> = blocks.into();
+            while let Some(b) = queue.pop_front() {
+                let hash = b.hash;
+                let verdict = self.accept_one(&mut t, b, now_ms, &mut new_orphans)?;
+                if let Ok(a) = &verdict
+                    && a.outcome != Outcome::Orphan
+                    && a.outcome != Outcome::Duplicate
+                {
+                    // Orphans waiting for this block can connect now.
+                    queue.extend(self.orphans.take_children(&hash));
+                }
+                verdicts.push(verdict);
             }
-            verdicts.push(verdict);
         }
         tx.commit()?;
         for b in new_orphans {
@@ -370,7 +373,7 @@ impl Chain {
 
     fn accept_one(
         &mut self,
-        tx: &WriteTransaction,
+        t: &mut Tables<'_>,
         b: Block,
         now_ms: u64,
         new_orphans: &mut Vec<Block>,
@@ -379,13 +382,10 @@ impl Chain {
         if let Err(e) = validate::check_standalone(&b, &self.params, now_ms) {
             return Ok(Err(e));
         }
-        let parent = {
-            let blocks = tx.open_table(BLOCKS)?;
-            if blocks.get(hash.as_slice())?.is_some() {
-                return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
-            }
-            blocks.get(b.prev_hash.as_slice())?.map(|v| decode(v.value())).transpose()?
-        };
+        if t.blocks.get(hash.as_slice())?.is_some() {
+            return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
+        }
+        let parent = t.blocks.get(b.prev_hash.as_slice())?.map(|v| decode(v.value())).transpose()?;
         if b.index == 0 {
             // Genesis is always stored, so a different height-0 block is wrong.
             return Ok(Err(BlockError::WrongGenesis { got: hex::encode(hash), want: hex::encode(self.genesis.hash) }));
@@ -400,66 +400,82 @@ impl Chain {
         if let Err(e) = validate::check_child(&b, &parent) {
             return Ok(Err(e));
         }
-        let parent_work = tx.open_table(WORK)?.get(parent.hash.as_slice())?.map(|v| v.value()).unwrap_or(0);
+        let parent_work = t.work.get(parent.hash.as_slice())?.map(|v| v.value()).unwrap_or(0);
         let total = parent_work.saturating_add(block::work(b.difficulty_bits));
-        tx.open_table(BLOCKS)?.insert(hash.as_slice(), encode(&b).as_slice())?;
-        tx.open_table(WORK)?.insert(hash.as_slice(), total)?;
+        t.blocks.insert(hash.as_slice(), encode(&b).as_slice())?;
+        t.work.insert(hash.as_slice(), total)?;
 
         let tip_hash: Hash = {
-            let meta = tx.open_table(META)?;
-            let v = meta.get(TIP)?.ok_or_else(|| StoreError::Storage("no tip".into()))?;
+            let v = t.meta.get(TIP)?.ok_or_else(|| StoreError::Storage("no tip".into()))?;
             v.value().try_into().map_err(|_| StoreError::Storage("bad tip".into()))?
         };
-        let (tip_work, tip_height) = {
-            let work = tx.open_table(WORK)?;
-            let w = work.get(tip_hash.as_slice())?.map(|v| v.value()).unwrap_or(0);
-            let blocks = tx.open_table(BLOCKS)?;
-            let h =
-                blocks.get(tip_hash.as_slice())?.map(|v| decode(v.value())).transpose()?.map(|t| t.index).unwrap_or(0);
-            (w, h)
-        };
+        let tip_work = t.work.get(tip_hash.as_slice())?.map(|v| v.value()).unwrap_or(0);
         if total <= tip_work {
             return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch }));
         }
         let outcome = if b.prev_hash == tip_hash {
-            tx.open_table(MAIN)?.insert(b.index, hash.as_slice())?;
+            t.main.insert(b.index, hash.as_slice())?;
             Outcome::Appended
         } else {
-            let fork_height = self.switch_main_chain(tx, &b)?;
+            let tip_height = t
+                .blocks
+                .get(tip_hash.as_slice())?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .map(|x| x.index)
+                .unwrap_or(0);
+            let fork_height = switch_main_chain(t, &b)?;
             let depth = tip_height - fork_height;
             tracing::warn!(depth, fork_height, new_tip = %hex::encode(hash), new_height = b.index, "chain reorganised");
             Outcome::Reorg { depth }
         };
-        tx.open_table(META)?.insert(TIP, hash.as_slice())?;
+        t.meta.insert(TIP, hash.as_slice())?;
         Ok(Ok(Accepted { hash, outcome }))
     }
+}
 
-    /// Makes `new_tip`'s branch the main chain; returns the fork height.
-    fn switch_main_chain(&self, tx: &WriteTransaction, new_tip: &Block) -> Result<u64, StoreError> {
-        let mut main = tx.open_table(MAIN)?;
-        let blocks = tx.open_table(BLOCKS)?;
-        // Drop main-chain entries above the new tip (a heavier but shorter branch).
-        let above: Vec<u64> =
-            main.range(new_tip.index + 1..)?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
-        for h in above {
-            main.remove(h)?;
+/// The tables of one write transaction, opened once per batch.
+struct Tables<'tx> {
+    blocks: redb::Table<'tx, &'static [u8], &'static [u8]>,
+    work: redb::Table<'tx, &'static [u8], u128>,
+    main: redb::Table<'tx, u64, &'static [u8]>,
+    meta: redb::Table<'tx, &'static str, &'static [u8]>,
+}
+
+impl<'tx> Tables<'tx> {
+    fn open(tx: &'tx WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            blocks: tx.open_table(BLOCKS)?,
+            work: tx.open_table(WORK)?,
+            main: tx.open_table(MAIN)?,
+            meta: tx.open_table(META)?,
+        })
+    }
+}
+
+/// Makes `new_tip`'s branch the main chain; returns the fork height.
+fn switch_main_chain(t: &mut Tables<'_>, new_tip: &Block) -> Result<u64, StoreError> {
+    // Drop main-chain entries above the new tip (a heavier but shorter branch).
+    let above: Vec<u64> =
+        t.main.range(new_tip.index + 1..)?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+    for h in above {
+        t.main.remove(h)?;
+    }
+    let mut cur = new_tip.clone();
+    loop {
+        if t.main.get(cur.index)?.is_some_and(|h| h.value() == cur.hash.as_slice()) {
+            return Ok(cur.index);
         }
-        let mut cur = new_tip.clone();
-        loop {
-            if main.get(cur.index)?.is_some_and(|h| h.value() == cur.hash.as_slice()) {
-                return Ok(cur.index);
-            }
-            main.insert(cur.index, cur.hash.as_slice())?;
-            if cur.index == 0 {
-                return Ok(0);
-            }
-            cur = decode(
-                blocks
-                    .get(cur.prev_hash.as_slice())?
-                    .ok_or_else(|| StoreError::Storage("branch parent missing during reorg".into()))?
-                    .value(),
-            )?;
+        t.main.insert(cur.index, cur.hash.as_slice())?;
+        if cur.index == 0 {
+            return Ok(0);
         }
+        cur = decode(
+            t.blocks
+                .get(cur.prev_hash.as_slice())?
+                .ok_or_else(|| StoreError::Storage("branch parent missing during reorg".into()))?
+                .value(),
+        )?;
     }
 }
 
