@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod bootstrap;
+mod devnet;
 mod grpcurl;
 mod node;
 mod processes;
+mod python;
