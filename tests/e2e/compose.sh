@@ -60,7 +60,10 @@ for n in "$N2" "$N3"; do
   got=$(grpcurl -plaintext "$n" p2p.node.v1.Node/GetStatus 2>/dev/null | python3 -c 'import json,sys,base64; print(base64.b64decode(json.load(sys.stdin)["tipHash"]).hex())')
   [ "$got" = "$hash" ] && ok "grpcurl GetStatus on $n shows the mined tip" || fail "grpcurl on $n ($got != $hash)"
 done
-"$P2PCTL" --bootstrap "$B" network status | tail -1 | grep -q "agree" && ok "p2pctl network status: all agree" || fail "network status"
+# Advertised addresses (node1:3000) resolve inside the compose network, so
+# network status runs there; the image ships p2pctl.
+compose exec -T bootstrap p2pctl --bootstrap 127.0.0.1:4000 network status | tail -1 | grep -q "all 3 reachable nodes agree" \
+  && ok "p2pctl network status (inside the network): all 3 agree" || fail "network status"
 
 compose stop node3 >/dev/null 2>&1 && ok "stopped node3" || fail "stop node3"
 until_ok 30 registered 2 && ok "node3 deregistered on SIGTERM" || fail "node3 deregistered"
