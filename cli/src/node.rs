@@ -247,6 +247,7 @@ fn source_name(s: PeerSource) -> &'static str {
         PeerSource::PeerExchange => "exchange",
         PeerSource::Inbound => "inbound",
         PeerSource::Configured => "configured",
+        PeerSource::Cached => "cached",
         PeerSource::Unspecified => "?",
     }
 }

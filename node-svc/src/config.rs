@@ -35,8 +35,14 @@ pub struct NodeConfig {
     pub gossip_fanout: usize,
     /// Deadline for forwarding a block to one peer.
     pub gossip_timeout: Duration,
-    /// Most peers kept in the table.
+    /// Most peers kept in the table (the address book).
     pub max_peers: usize,
+    /// Most peers that reached us first kept at once.
+    pub max_inbound: usize,
+    /// Peers we dial ourselves, spread over discovery sources.
+    pub target_outbound: usize,
+    /// Ask one active peer for its peers (peer exchange) every this many heartbeats.
+    pub peer_exchange_every: u32,
     /// Peers returned by peer exchange (Node.GetPeers) at most.
     pub max_exchange_peers: u32,
 }
@@ -57,7 +63,10 @@ impl NodeConfig {
             sync_batch: 1000,
             gossip_fanout: 8,
             gossip_timeout: Duration::from_secs(5),
-            max_peers: 128,
+            max_peers: 256,
+            max_inbound: 32,
+            target_outbound: 16,
+            peer_exchange_every: 5,
             max_exchange_peers: 100,
         }
     }

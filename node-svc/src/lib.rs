@@ -6,7 +6,8 @@
 //! - [`node`]: the node's shared state and its behaviour (gossip, sync, mining, heartbeats).
 //! - [`service`]: the `p2p.node.v1.Node` gRPC service.
 //! - [`membership`]: registering with and learning peers from the bootstrap.
-//! - [`peers`]: the peer table (states, scores, bans, backoff).
+//! - [`peers`]: the peer table (states, scores, bans, backoff, limits).
+//! - [`peer_cache`]: known-good peers on disk, for rejoining without the bootstrap.
 //! - [`chain`]: block format, proof of work, validation, fork choice, storage.
 //! - [`chain_handle`]: the thread that owns the writable chain.
 //! - [`config`], [`error`].
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod membership;
 pub mod node;
+pub mod peer_cache;
 pub mod peers;
 pub mod server;
 pub mod service;

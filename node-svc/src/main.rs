@@ -46,9 +46,18 @@ struct Args {
     /// Missed heartbeats in a row before a peer is marked failing.
     #[arg(long, env = "NODE_MAX_FAILURES", default_value_t = 3)]
     max_failures: u32,
-    /// Most peers kept.
-    #[arg(long, env = "NODE_MAX_PEERS", default_value_t = 128)]
+    /// Most peers kept in the table (the address book).
+    #[arg(long, env = "NODE_MAX_PEERS", default_value_t = 256)]
     max_peers: usize,
+    /// Most peers that reached us first kept at once.
+    #[arg(long, env = "NODE_MAX_INBOUND", default_value_t = 32)]
+    max_inbound: usize,
+    /// Peers this node dials itself, spread over discovery sources.
+    #[arg(long, env = "NODE_TARGET_OUTBOUND", default_value_t = 16)]
+    target_outbound: usize,
+    /// Peers a new block is pushed to (random subset of the usable ones).
+    #[arg(long, env = "NODE_GOSSIP_FANOUT", default_value_t = 8)]
+    gossip_fanout: usize,
     /// Log one JSON object per line instead of text.
     #[arg(long, env = "NODE_LOG_JSON")]
     log_json: bool,
@@ -82,6 +91,9 @@ async fn main() -> anyhow::Result<()> {
     config.ping_timeout = config.ping_interval.min(Duration::from_secs(5));
     config.max_failures = args.max_failures.max(1);
     config.max_peers = args.max_peers.max(1);
+    config.max_inbound = args.max_inbound.max(1);
+    config.target_outbound = args.target_outbound.max(1);
+    config.gossip_fanout = args.gossip_fanout.max(1);
 
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();

@@ -2,6 +2,7 @@
 //! the lease ends, learn peers from GetPeers and WatchPeers, fail over
 //! between bootstrap servers with backoff, and deregister on shutdown.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
@@ -38,6 +39,7 @@ pub(crate) async fn membership_loop(node: Node) {
         match session(&node, address, refresh).await {
             Ok(()) => break,
             Err(e) => {
+                node.raw_stats().bootstrap_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(bootstrap = %address, error = %e, retry_in_ms = backoff.as_millis() as u64, "bootstrap unavailable");
                 attempt += 1;
                 let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
@@ -95,6 +97,7 @@ async fn session(node: &Node, address: &str, refresh: Duration) -> Result<(), St
 async fn register(node: &Node, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
     let req = signed_register(node.key(), &node.config().advertise, node.config().register_ttl_secs, unix_ms_now());
     let resp = client.register(req).await.map_err(|s| format!("Register: {:?}: {}", s.code(), s.message()))?;
+    node.raw_stats().bootstrap_registrations.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(message = %resp.get_ref().message, "registered with bootstrap");
     Ok(())
 }

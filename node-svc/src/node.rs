@@ -21,7 +21,8 @@ use crate::chain::{self, Accepted, Block, Outcome, Tip, block::Header, pow};
 use crate::chain_handle::ChainHandle;
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::peers::{INVALID_BLOCK_PENALTY, PeerTable, PeerTip};
+use crate::peer_cache::PeerCache;
+use crate::peers::{INVALID_BLOCK_PENALTY, PeerLimits, PeerTable, PeerTip};
 
 /// Counters for operators and tests.
 #[derive(Debug, Default)]
@@ -38,6 +39,10 @@ pub struct Stats {
     pub gossip_sent: AtomicU64,
     /// Blocks received through GetBlocks while syncing.
     pub synced_blocks: AtomicU64,
+    /// Successful Register calls to a bootstrap.
+    pub bootstrap_registrations: AtomicU64,
+    /// Bootstrap sessions that failed (unreachable, refused, stream ended).
+    pub bootstrap_failures: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -49,6 +54,8 @@ pub struct StatsSnapshot {
     pub invalid_received: u64,
     pub gossip_sent: u64,
     pub synced_blocks: u64,
+    pub bootstrap_registrations: u64,
+    pub bootstrap_failures: u64,
 }
 
 /// Shared state of a running node. Cheap to clone.
@@ -67,6 +74,8 @@ struct Inner {
     mining: AsyncMutex<()>,
     syncing: AsyncMutex<()>,
     stats: Stats,
+    /// Known-good peers on disk.
+    peer_cache: Arc<PeerCache>,
     shutdown: CancellationToken,
     /// Background work (gossip, sync) that shutdown waits for.
     tasks: TaskTracker,
@@ -107,12 +116,24 @@ pub fn work_from_bytes(bytes: &[u8]) -> u128 {
 }
 
 impl Node {
-    pub(crate) fn new(config: NodeConfig, key: SigningKey, chain: ChainHandle, shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(
+        config: NodeConfig,
+        key: SigningKey,
+        chain: ChainHandle,
+        peer_cache: Arc<PeerCache>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
         let advertise =
             p2p_proto::address::canonicalize(&config.advertise).unwrap_or_else(|_| config.advertise.clone());
-        let peers =
-            PeerTable::new(advertise, node_id.clone(), config.max_peers, config.max_failures, config.ping_interval);
+        let limits = PeerLimits {
+            max_peers: config.max_peers,
+            max_inbound: config.max_inbound,
+            target_outbound: config.target_outbound,
+            max_failures: config.max_failures,
+            base_backoff: config.ping_interval,
+        };
+        let peers = PeerTable::new(advertise, node_id.clone(), limits);
         Node {
             inner: Arc::new(Inner {
                 config,
@@ -123,6 +144,7 @@ impl Node {
                 mining: AsyncMutex::new(()),
                 syncing: AsyncMutex::new(()),
                 stats: Stats::default(),
+                peer_cache,
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -147,6 +169,9 @@ impl Node {
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
     }
+    pub(crate) fn raw_stats(&self) -> &Stats {
+        &self.inner.stats
+    }
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }
@@ -161,6 +186,8 @@ impl Node {
             invalid_received: l(&s.invalid_received),
             gossip_sent: l(&s.gossip_sent),
             synced_blocks: l(&s.synced_blocks),
+            bootstrap_registrations: l(&s.bootstrap_registrations),
+            bootstrap_failures: l(&s.bootstrap_failures),
         }
     }
 
@@ -603,15 +630,75 @@ impl Node {
         }
     }
 
-    /// Heartbeats until shutdown.
+    /// Asks one random active peer for the peers it knows (CometBFT's PEX):
+    /// discovery that does not depend on the bootstrap.
+    pub async fn exchange_peers(&self) {
+        let Some((addr, channel)) = self.inner.peers.random_active() else { return };
+        let req = p2p_proto::node::GetPeersRequest { limit: 32 };
+        let mut client = NodeClient::new(channel);
+        match tokio::time::timeout(self.inner.config.ping_timeout, client.get_peers(req)).await {
+            Ok(Ok(resp)) => {
+                let mut learned = 0;
+                for p in resp.into_inner().peers {
+                    // Relay only what the other side has itself reached.
+                    if p.state() == p2p_proto::node::PeerState::Active
+                        && self.inner.peers.learn(
+                            &p.address,
+                            p2p_proto::node::PeerSource::PeerExchange,
+                            Some(&p.node_id),
+                        )
+                    {
+                        learned += 1;
+                    }
+                }
+                if learned > 0 {
+                    tracing::info!(peer = %addr, learned, "peer exchange");
+                }
+            }
+            Ok(Err(status)) => tracing::debug!(peer = %addr, code = ?status.code(), "peer exchange refused"),
+            Err(_) => tracing::debug!(peer = %addr, "peer exchange timed out"),
+        }
+    }
+
+    /// Writes the known-good peers to disk when the set changed.
+    async fn save_peer_cache(&self, last: &mut Vec<String>) {
+        let good = self.inner.peers.good_peers();
+        let mut addresses: Vec<String> = good.iter().map(|p| p.address.clone()).collect();
+        addresses.sort();
+        if addresses == *last {
+            return;
+        }
+        let cache = self.inner.peer_cache.clone();
+        let max = self.inner.config.max_peers;
+        match tokio::task::spawn_blocking(move || cache.save(&good, unix_ms_now(), max)).await {
+            Ok(Ok(())) => *last = addresses,
+            Ok(Err(e)) => tracing::warn!(error = %e, "saving the peer cache failed"),
+            Err(e) => tracing::warn!(error = %e, "peer cache task failed"),
+        }
+    }
+
+    /// Heartbeats until shutdown; every few rounds a peer exchange; the
+    /// known-good peers are saved whenever they change.
     pub(crate) async fn heartbeat_loop(self) {
         let mut tick = tokio::time::interval(self.inner.config.ping_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round: u32 = 0;
+        let mut saved = Vec::new();
         loop {
             tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                _ = tick.tick() => self.heartbeat_round().await,
+                _ = self.inner.shutdown.cancelled() => {
+                    // A clean stop keeps the latest good peers for the next start.
+                    self.save_peer_cache(&mut saved).await;
+                    return;
+                }
+                _ = tick.tick() => {}
             }
+            self.heartbeat_round().await;
+            round = round.wrapping_add(1);
+            if round.is_multiple_of(self.inner.config.peer_exchange_every.max(1)) {
+                self.exchange_peers().await;
+            }
+            self.save_peer_cache(&mut saved).await;
         }
     }
 }

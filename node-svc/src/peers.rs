@@ -67,15 +67,28 @@ pub struct PeerTip {
     pub work: u128,
 }
 
+/// Bounds on the table.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerLimits {
+    /// Known peers kept in all (the address book).
+    pub max_peers: usize,
+    /// Peers that reached us first, kept at most; over it the least useful goes.
+    pub max_inbound: usize,
+    /// Peers we dial (ping) ourselves, picked across sources.
+    pub target_outbound: usize,
+    /// Missed exchanges in a row before a peer is failing.
+    pub max_failures: u32,
+    /// First retry delay of a failing peer (doubles, with jitter).
+    pub base_backoff: Duration,
+}
+
 /// The table. Shared by reference; all methods take `&self`.
 #[derive(Debug)]
 pub struct PeerTable {
     inner: Mutex<Inner>,
     own_address: String,
     own_node_id: String,
-    max_peers: usize,
-    max_failures: u32,
-    base_backoff: Duration,
+    limits: PeerLimits,
 }
 
 #[derive(Debug, Default)]
@@ -86,21 +99,8 @@ struct Inner {
 }
 
 impl PeerTable {
-    pub fn new(
-        own_address: String,
-        own_node_id: String,
-        max_peers: usize,
-        max_failures: u32,
-        base_backoff: Duration,
-    ) -> Self {
-        PeerTable {
-            inner: Mutex::new(Inner::default()),
-            own_address,
-            own_node_id,
-            max_peers,
-            max_failures,
-            base_backoff,
-        }
+    pub fn new(own_address: String, own_node_id: String, limits: PeerLimits) -> Self {
+        PeerTable { inner: Mutex::new(Inner::default()), own_address, own_node_id, limits }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -124,7 +124,16 @@ impl PeerTable {
             }
             return false;
         }
-        if inner.peers.len() >= self.max_peers && !evict_one(&mut inner.peers) {
+        if source == PeerSource::Inbound {
+            let inbound = inner.peers.values().filter(|p| p.source == PeerSource::Inbound).count();
+            if inbound >= self.limits.max_inbound && !evict_one(&mut inner.peers, |p| p.source == PeerSource::Inbound) {
+                return false;
+            }
+        }
+        // Configured peers are never evicted to make room.
+        if inner.peers.len() >= self.limits.max_peers
+            && !evict_one(&mut inner.peers, |p| p.source != PeerSource::Configured)
+        {
             return false;
         }
         let Ok(endpoint) = Endpoint::from_shared(format!("http://{address}")) else { return false };
@@ -193,13 +202,14 @@ impl PeerTable {
             return;
         }
         p.failures = p.failures.saturating_add(1);
-        if p.failures >= self.max_failures && p.state != PeerState::Failing {
+        if p.failures >= self.limits.max_failures && p.state != PeerState::Failing {
             tracing::warn!(peer = %address, failures = p.failures, "peer state -> Failing");
             p.state = PeerState::Failing;
         }
         if p.state == PeerState::Failing {
-            let exp = p.failures.saturating_sub(self.max_failures).min(6);
-            let base = self.base_backoff.as_millis() as u64 * (1u64 << exp);
+            // Capped at 16x the base so a healed partition reconnects within seconds.
+            let exp = p.failures.saturating_sub(self.limits.max_failures).min(4);
+            let base = self.limits.base_backoff.as_millis() as u64 * (1u64 << exp);
             let jitter = rand::random_range(0..=base / 2);
             p.next_attempt_ms = now_ms + base + jitter;
         }
@@ -239,13 +249,61 @@ impl PeerTable {
         }
     }
 
-    /// Peers to ping now: not banned, and past their backoff.
+    /// Peers to ping now (not banned, past their backoff): every inbound
+    /// peer, and up to `target_outbound` of the others, taken round-robin
+    /// across sources (bootstrap, exchange, cached, configured) so that no
+    /// single source supplies them all; within a source, working peers first.
     pub fn due_for_ping(&self, now_ms: u64) -> Vec<(String, Channel)> {
+        let inner = self.lock();
+        let due = |p: &&PeerEntry| p.state != PeerState::Banned && p.next_attempt_ms <= now_ms;
+        let mut out: Vec<(String, Channel)> = inner
+            .peers
+            .values()
+            .filter(|p| p.source == PeerSource::Inbound)
+            .filter(due)
+            .map(|p| (p.address.clone(), p.channel.clone()))
+            .collect();
+        let mut by_source: std::collections::BTreeMap<i32, Vec<&PeerEntry>> = Default::default();
+        for p in inner.peers.values().filter(|p| p.source != PeerSource::Inbound).filter(due) {
+            by_source.entry(p.source as i32).or_default().push(p);
+        }
+        let rank = |p: &PeerEntry| match p.state {
+            PeerState::Active => 0,
+            PeerState::Connecting => 1,
+            _ => 2,
+        };
+        let mut queues: Vec<std::vec::IntoIter<&PeerEntry>> = by_source
+            .into_values()
+            .map(|mut v| {
+                v.sort_by_key(|p| (rank(p), u64::MAX - p.last_seen_ms));
+                v.into_iter()
+            })
+            .collect();
+        let mut picked = 0;
+        while picked < self.limits.target_outbound && !queues.is_empty() {
+            queues.retain_mut(|q| match q.next() {
+                Some(p) if picked < self.limits.target_outbound => {
+                    out.push((p.address.clone(), p.channel.clone()));
+                    picked += 1;
+                    true
+                }
+                _ => false,
+            });
+        }
+        out
+    }
+
+    /// Peers that answered us, for the on-disk cache.
+    pub fn good_peers(&self) -> Vec<crate::peer_cache::CachedPeer> {
         self.lock()
             .peers
             .values()
-            .filter(|p| p.state != PeerState::Banned && p.next_attempt_ms <= now_ms)
-            .map(|p| (p.address.clone(), p.channel.clone()))
+            .filter(|p| p.state == PeerState::Active)
+            .map(|p| crate::peer_cache::CachedPeer {
+                address: p.address.clone(),
+                node_id: p.node_id.clone(),
+                last_seen_ms: p.last_seen_ms,
+            })
             .collect()
     }
 
@@ -271,6 +329,13 @@ impl PeerTable {
             .map(|p| (p.address.clone(), p.channel.clone()))
     }
 
+    /// A random active peer, for peer exchange.
+    pub fn random_active(&self) -> Option<(String, Channel)> {
+        let inner = self.lock();
+        let active: Vec<&PeerEntry> = inner.peers.values().filter(|p| p.state == PeerState::Active).collect();
+        active.choose(&mut rand::rng()).map(|p| (p.address.clone(), p.channel.clone()))
+    }
+
     pub fn active_count(&self) -> usize {
         self.lock().peers.values().filter(|p| p.state == PeerState::Active).count()
     }
@@ -289,9 +354,10 @@ impl PeerTable {
     }
 }
 
-/// Makes room by dropping the least useful peer: failing before connecting
-/// before active, and among those the one with most failures / oldest contact.
-fn evict_one(peers: &mut HashMap<String, PeerEntry>) -> bool {
+/// Makes room by dropping the least useful peer among those `eligible`:
+/// failing before connecting before active, and among those the one with
+/// most failures / oldest contact.
+fn evict_one(peers: &mut HashMap<String, PeerEntry>, eligible: impl Fn(&PeerEntry) -> bool) -> bool {
     let rank = |p: &PeerEntry| match p.state {
         PeerState::Failing => 0,
         PeerState::Connecting => 1,
@@ -301,7 +367,7 @@ fn evict_one(peers: &mut HashMap<String, PeerEntry>) -> bool {
     };
     let victim = peers
         .values()
-        .filter(|p| rank(p) < 3)
+        .filter(|p| rank(p) < 3 && eligible(p))
         .min_by_key(|p| (rank(p), u32::MAX - p.failures, p.last_seen_ms))
         .map(|p| p.address.clone());
     match victim {
@@ -317,8 +383,18 @@ fn evict_one(peers: &mut HashMap<String, PeerEntry>) -> bool {
 mod tests {
     use super::*;
 
+    fn limits() -> PeerLimits {
+        PeerLimits {
+            max_peers: 3,
+            max_inbound: 2,
+            target_outbound: 2,
+            max_failures: 2,
+            base_backoff: Duration::from_millis(100),
+        }
+    }
+
     fn table() -> PeerTable {
-        PeerTable::new("me:1".into(), "me".into(), 3, 2, Duration::from_millis(100))
+        PeerTable::new("me:1".into(), "me".into(), limits())
     }
 
     fn tip(id: &str, work: u128) -> PeerTip {
@@ -383,5 +459,37 @@ mod tests {
         t.alive("a:1", tip("a", 9), 2);
         assert_eq!(t.best_ahead(5).map(|(a, _)| a).as_deref(), Some("a:1"));
         assert!(t.best_ahead(9).is_none());
+    }
+
+    #[tokio::test]
+    async fn inbound_peers_are_capped_and_the_least_useful_one_makes_room() {
+        let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() });
+        t.learn("in1:1", PeerSource::Inbound, None);
+        t.learn("in2:1", PeerSource::Inbound, None);
+        t.alive("in1:1", tip("1", 1), 5);
+        for i in 3..20 {
+            t.learn(&format!("in{i}:1"), PeerSource::Inbound, None);
+        }
+        let inbound: Vec<String> =
+            t.snapshot().into_iter().filter(|p| p.source == PeerSource::Inbound).map(|p| p.address).collect();
+        assert_eq!(inbound.len(), 2);
+        assert!(inbound.contains(&"in1:1".to_string()), "the working inbound peer is kept: {inbound:?}");
+    }
+
+    #[tokio::test]
+    async fn outbound_dials_are_bounded_and_spread_over_sources() {
+        let t =
+            PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, target_outbound: 4, ..limits() });
+        for i in 0..10 {
+            t.learn(&format!("boot{i}:1"), PeerSource::Bootstrap, None);
+        }
+        t.learn("pex1:1", PeerSource::PeerExchange, None);
+        t.learn("pex2:1", PeerSource::PeerExchange, None);
+        t.learn("in1:1", PeerSource::Inbound, None);
+        let dialed: Vec<String> = t.due_for_ping(0).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(dialed.len(), 5, "4 outbound + every inbound: {dialed:?}");
+        assert!(dialed.contains(&"in1:1".to_string()));
+        assert_eq!(dialed.iter().filter(|a| a.starts_with("pex")).count(), 2, "{dialed:?}");
+        assert_eq!(dialed.iter().filter(|a| a.starts_with("boot")).count(), 2, "{dialed:?}");
     }
 }

@@ -2,6 +2,7 @@
 //! the gRPC server, all tied to one shutdown token.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use p2p_proto::node::PeerSource;
 use p2p_proto::node::node_server::NodeServer;
@@ -16,6 +17,7 @@ use crate::config::NodeConfig;
 use crate::error::Error;
 use crate::membership::membership_loop;
 use crate::node::Node;
+use crate::peer_cache::PeerCache;
 use crate::service::NodeService;
 
 /// A node serving in the background.
@@ -58,7 +60,15 @@ pub async fn spawn(
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let (handle, chain_thread) = ChainHandle::spawn(chain)?;
-    let node = Node::new(config.clone(), key, handle, shutdown.clone());
+    let cache_path = config.data_dir.join("peers.redb");
+    let (peer_cache, cached) = tokio::task::spawn_blocking(move || {
+        let cache = PeerCache::open(&cache_path)?;
+        let cached = cache.load()?;
+        Ok::<_, crate::chain::StoreError>((cache, cached))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    let node = Node::new(config.clone(), key, handle, Arc::new(peer_cache), shutdown.clone());
     let tip = node.chain().tip().await?;
     let local_addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     tracing::info!(
@@ -67,6 +77,13 @@ pub async fn spawn(
     );
     for p in &config.peers {
         node.peers().learn(p, PeerSource::Configured, None);
+    }
+    // Peers that worked last time: rejoin even if no bootstrap answers.
+    for p in &cached {
+        node.peers().learn(&p.address, PeerSource::Cached, Some(&p.node_id));
+    }
+    if !cached.is_empty() {
+        tracing::info!(peers = cached.len(), "loaded cached peers");
     }
 
     let heartbeat = tokio::spawn(node.clone().heartbeat_loop());

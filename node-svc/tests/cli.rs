@@ -23,6 +23,9 @@ fn help_lists_every_flag_with_its_env_var() {
         ("--ping-interval-ms", "NODE_PING_INTERVAL_MS"),
         ("--max-failures", "NODE_MAX_FAILURES"),
         ("--max-peers", "NODE_MAX_PEERS"),
+        ("--max-inbound", "NODE_MAX_INBOUND"),
+        ("--target-outbound", "NODE_TARGET_OUTBOUND"),
+        ("--gossip-fanout", "NODE_GOSSIP_FANOUT"),
         ("--log-json", "NODE_LOG_JSON"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from --help:\n{help}");

@@ -72,6 +72,28 @@ until_ok 60 same_tip_at_least $((h0 + 4)) "$N1" "$N2" && ok "node1 and node2 at 
 compose start node3 >/dev/null 2>&1 && ok "started node3" || fail "start node3"
 until_ok 90 same_tip_at_least $((h0 + 4)) "$N1" "$N2" "$N3" && ok "node3 caught up after restart" || fail "node3 catch-up"
 
+# Bootstrap outage: gossip does not need it; nodes re-register when it returns.
+compose stop bootstrap >/dev/null 2>&1 && ok "stopped the bootstrap" || fail "stop bootstrap"
+h=$(height "$N1")
+"$P2PCTL" --node "$N2" node mine "bootstrap is down" >/dev/null || fail "mine with bootstrap down"
+until_ok 60 same_tip_at_least $((h + 1)) "$N1" "$N2" "$N3" && ok "blocks propagate with the bootstrap down" || fail "propagation without bootstrap"
+compose start bootstrap >/dev/null 2>&1 || fail "start bootstrap"
+until_ok 90 registered 3 && ok "nodes registered again after the bootstrap returned" || fail "re-registration"
+
+# Partition: node3 cut off, both sides mine (node3 more), then heal.
+net="${COMPOSE_PROJECT_NAME}_p2p"
+c3=$(compose ps -q node3)
+h=$(height "$N1")
+docker network disconnect "$net" "$c3" && ok "partitioned node3 (docker network disconnect)" || fail "disconnect node3"
+"$P2PCTL" --node "$N1" node mine "majority side" >/dev/null || fail "mine on node1 during partition"
+for i in 1 2 3; do "$P2PCTL" --node "$N3" node mine "minority side $i" >/dev/null || fail "mine on node3 during partition"; done
+until_ok 30 same_tip_at_least $((h + 1)) "$N1" "$N2" && ok "majority side agrees during the partition" || fail "majority agreement"
+[ "$(tip "$N3")" != "$(tip "$N1")" ] && ok "the sides diverged" || fail "sides did not diverge"
+heavy=$(tip "$N3")
+docker network connect --alias node3 "$net" "$c3" && ok "healed the partition" || fail "reconnect node3"
+until_ok 120 same_tip_at_least $((h + 3)) "$N1" "$N2" "$N3" && [ "$(tip "$N1")" = "$heavy" ] \
+  && ok "every node converged on the heavier chain after healing" || fail "convergence after healing"
+
 tip_before=$(tip "$N1")
 compose restart >/dev/null 2>&1 && ok "restarted every service" || fail "compose restart"
 until_ok 120 healthy || fail "healthy after restart"

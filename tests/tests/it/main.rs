@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod devnet;
+mod faults;
 mod grpcurl;
 mod node;
 mod processes;

@@ -1,0 +1,215 @@
+//! Peer management and fault tolerance: dead peers, bootstrap outages,
+//! node loss, peer exchange and inbound limits.
+
+use std::time::Duration;
+
+use p2p_proto::node::{PeerSource, PeerState, PingRequest, Sender};
+use p2p_tests::{TestBootstrap, TestNode, converged, eventually, node_config};
+
+const BITS: u32 = 8;
+const WAIT: Duration = Duration::from_secs(30);
+
+fn bootstrap_config(dir: &tempfile::TempDir) -> bootstrap_svc::Config {
+    let mut c = bootstrap_svc::Config::new(dir.path());
+    c.register_per_minute = 0;
+    c
+}
+
+async fn all_active(nodes: &[&TestNode]) {
+    for n in nodes {
+        eventually(WAIT, "every node sees the others as active", || async {
+            (n.node().peers().active_count() >= nodes.len() - 1).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_dead_peer_leaves_the_active_set_within_the_configured_bound() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = TestNode::start(|addr| node_config(db.path(), addr, None, BITS)).await;
+    let b_addr = b.addr.to_string();
+    let a = TestNode::start(|addr| {
+        let mut c = node_config(da.path(), addr, None, BITS);
+        c.peers = vec![b_addr.clone()];
+        c
+    })
+    .await;
+    all_active(&[&a, &b]).await;
+    let cfg = a.config.clone();
+    b.stop().await;
+    // Failing after max_failures missed heartbeats, each at most interval + timeout.
+    let bound = (cfg.ping_interval + cfg.ping_timeout) * (cfg.max_failures + 1) + Duration::from_secs(1);
+    eventually(bound, "the dead peer is marked failing", || async {
+        let p = a.node().peers().snapshot().into_iter().find(|p| p.address == b_addr)?;
+        (p.state == PeerState::Failing).then_some(())
+    })
+    .await;
+    assert_eq!(a.node().peers().active_count(), 0);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_three_node_network_that_loses_a_node_still_propagates_blocks() {
+    let bdir = tempfile::tempdir().unwrap();
+    let bootstrap = TestBootstrap::start(bootstrap_config(&bdir)).await;
+    let ep = bootstrap.endpoint();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        nodes.push(TestNode::start(|addr| node_config(d.path(), addr, Some(&ep), BITS)).await);
+    }
+    all_active(&nodes.iter().collect::<Vec<_>>()).await;
+    let lost = nodes.pop().unwrap();
+    lost.stop().await;
+    let mined = nodes[0].node().mine(b"after the loss".to_vec()).await.unwrap();
+    let tip = converged(&[&nodes[0], &nodes[1]], 1, WAIT).await;
+    assert_eq!(tip.hash, mined.block.hash);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_rejoins_from_cached_peers_while_the_bootstrap_is_down() {
+    let bdir = tempfile::tempdir().unwrap();
+    let bootstrap = TestBootstrap::start(bootstrap_config(&bdir)).await;
+    let ep = bootstrap.endpoint();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        nodes.push(TestNode::start(|addr| node_config(d.path(), addr, Some(&ep), BITS)).await);
+    }
+    all_active(&nodes.iter().collect::<Vec<_>>()).await;
+    bootstrap.stop().await;
+    let c = nodes.pop().unwrap();
+    c.stop().await; // a clean stop saves the peer cache
+    nodes[0].node().mine(b"while c was away".to_vec()).await.unwrap();
+
+    // C comes back on a new port; its only bootstrap is down.
+    let c = TestNode::start(|addr| node_config(dirs[2].path(), addr, Some(&ep), BITS)).await;
+    let cached: Vec<_> = c.node().peers().snapshot().into_iter().filter(|p| p.source == PeerSource::Cached).collect();
+    assert_eq!(cached.len(), 2, "both other nodes came from the cache: {cached:?}");
+    let tip = converged(&[&nodes[0], &nodes[1], &c], 1, WAIT).await;
+    // And new blocks reach it through the cached peers.
+    let mined = nodes[1].node().mine(b"after the rejoin".to_vec()).await.unwrap();
+    let tip2 = converged(&[&nodes[0], &nodes[1], &c], tip.height + 1, WAIT).await;
+    assert_eq!(tip2.hash, mined.block.hash);
+    c.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn with_every_bootstrap_down_nodes_keep_retrying_and_register_when_one_returns() {
+    // Two bootstrap addresses, neither serving yet.
+    let ports: Vec<std::net::SocketAddr> =
+        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).collect();
+    let endpoints: Vec<String> = ports.iter().map(|a| format!("http://{a}")).collect();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        let eps = endpoints.clone();
+        nodes.push(
+            TestNode::start(|addr| {
+                let mut c = node_config(d.path(), addr, None, BITS);
+                c.bootstrap = eps;
+                c.register_ttl_secs = 3; // refreshed every second
+                c
+            })
+            .await,
+        );
+    }
+    // Both nodes try both addresses and fail; then the second comes up, empty.
+    for n in &nodes {
+        eventually(WAIT, "a node failed against both bootstraps", || async {
+            (n.node().stats().bootstrap_failures >= 2).then_some(())
+        })
+        .await;
+        assert_eq!(n.node().stats().bootstrap_registrations, 0);
+    }
+    let bdir = tempfile::tempdir().unwrap();
+    let bootstrap = TestBootstrap::start_on(&ports[1].to_string(), bootstrap_config(&bdir)).await;
+    let client = bootstrap.client().await;
+    // Registered again within about one refresh interval (backoff is capped at it).
+    eventually(Duration::from_secs(10), "both nodes registered with the returning bootstrap", || {
+        let mut client = client.clone();
+        async move {
+            let r = client.get_peers(p2p_proto::bootstrap::GetPeersRequest::default()).await.ok()?.into_inner();
+            (r.peers.len() == 2).then_some(())
+        }
+    })
+    .await;
+    // Through it they find each other.
+    all_active(&nodes.iter().collect::<Vec<_>>()).await;
+    for n in nodes {
+        n.stop().await;
+    }
+    bootstrap.stop().await;
+}
+
+#[tokio::test]
+async fn peer_exchange_finds_peers_the_bootstrap_never_mentioned() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let b = TestNode::start(|addr| node_config(dirs[1].path(), addr, None, BITS)).await;
+    let b_addr = b.addr.to_string();
+    let a = TestNode::start(|addr| {
+        let mut c = node_config(dirs[0].path(), addr, None, BITS);
+        c.peers = vec![b_addr.clone()];
+        c
+    })
+    .await;
+    all_active(&[&a, &b]).await;
+    let a_addr = a.addr.to_string();
+    // C knows only A; A knows B.
+    let c = TestNode::start(|addr| {
+        let mut cfg = node_config(dirs[2].path(), addr, None, BITS);
+        cfg.peers = vec![a_addr.clone()];
+        cfg.peer_exchange_every = 1;
+        cfg
+    })
+    .await;
+    eventually(WAIT, "C learned B through A", || async {
+        let p = c.node().peers().snapshot().into_iter().find(|p| p.address == b_addr)?;
+        (p.source == PeerSource::PeerExchange && p.state == PeerState::Active).then_some(())
+    })
+    .await;
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn inbound_limits_hold_under_a_burst_of_new_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.max_inbound = 4;
+        c
+    })
+    .await;
+    let client = node.client().await;
+    let genesis = node.node().chain().genesis_hash().to_vec();
+    let pings = (0..40).map(|i| {
+        let mut c = client.clone();
+        let genesis = genesis.clone();
+        async move {
+            c.ping(PingRequest {
+                sender: Some(Sender { node_id: format!("burst{i}"), address: format!("127.0.0.1:{}", 40000 + i) }),
+                height: 0,
+                tip_hash: vec![],
+                cumulative_work: vec![],
+                genesis_hash: genesis,
+            })
+            .await
+        }
+    });
+    for r in futures::future::join_all(pings).await {
+        r.expect("every ping is answered");
+    }
+    let inbound = node.node().peers().snapshot().into_iter().filter(|p| p.source == PeerSource::Inbound).count();
+    assert!(inbound <= 4, "{inbound} inbound peers kept, limit 4");
+    assert!(inbound >= 1);
+    node.stop().await;
+}
