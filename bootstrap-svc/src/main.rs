@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use bootstrap_svc::{Config, lease::LeasePolicy};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// The bootstrap registry new nodes join the network through.
 #[derive(Debug, Parser)]
@@ -80,11 +79,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        p2p_proto::serving::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let shutdown = p2p_proto::serving::shutdown_on_signal();
     bootstrap_svc::run(listener, config, shutdown).await.context("bootstrap server failed")
 }

@@ -386,7 +386,10 @@ fn apply_batch(db: &Database, batch: Vec<WriteOp>, now: u64) -> (Vec<Reply>, Res
     let mut replies = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
     let mut tx = match db.begin_write() {
-        Ok(tx) => Some(tx),
+        Ok(mut tx) => {
+            tx.set_quick_repair(true);
+            Some(tx)
+        }
         Err(e) => {
             let e = Error::from(e);
             let replies = batch.into_iter().map(|op| reply_with_failure(op, &e)).collect();
@@ -399,7 +402,6 @@ fn apply_batch(db: &Database, batch: Vec<WriteOp>, now: u64) -> (Vec<Reply>, Res
             replies.push(reply_with_failure(op, failure.as_ref().unwrap_or(&Error::ShuttingDown)));
             continue;
         };
-        t.set_quick_repair(true);
         let reply = match op {
             WriteOp::Register(cmd, r) => apply_one(r, register_in(t, &cmd, now, &mut events), &mut failure),
             WriteOp::Remove(cmd, r) => apply_one(r, remove_in(t, &cmd, now, &mut events), &mut failure),

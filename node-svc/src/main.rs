@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Parser;
 use node_svc::NodeConfig;
 use node_svc::chain::params::{MAX_DIFFICULTY_BITS, NetworkParams};
-use tokio_util::sync::CancellationToken;
 
 /// A node of the proof-of-work chain.
 #[derive(Debug, Parser)]
@@ -95,11 +94,6 @@ async fn main() -> anyhow::Result<()> {
     config.target_outbound = args.target_outbound.max(1);
     config.gossip_fanout = args.gossip_fanout.max(1);
 
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        p2p_proto::serving::shutdown_signal().await;
-        trigger.cancel();
-    });
+    let shutdown = p2p_proto::serving::shutdown_on_signal();
     node_svc::run(listener, config, shutdown).await.context("node failed")
 }

@@ -45,6 +45,18 @@ pub fn init_tracing(json: bool) {
     }
 }
 
+/// A token cancelled on the first SIGINT or SIGTERM: what a binary hands
+/// to its server's `run(listener, config, shutdown)`.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    token
+}
+
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM (what `docker stop` and
 /// compose send).
 pub async fn shutdown_signal() {

@@ -193,3 +193,53 @@ pub async fn converged(nodes: &[&TestNode], min_height: u64, timeout: Duration) 
     })
     .await
 }
+
+/// A bootstrap and `n` nodes registered with it, all seeing each other as
+/// active before the test starts.
+#[derive(Debug)]
+pub struct TestNet {
+    pub bootstrap: TestBootstrap,
+    pub nodes: Vec<TestNode>,
+    /// Data directories; node `i` uses `dirs[i]` (kept for restarts).
+    pub dirs: Vec<tempfile::TempDir>,
+    pub bootstrap_dir: tempfile::TempDir,
+}
+
+impl TestNet {
+    pub async fn start(n: usize, difficulty_bits: u32) -> Self {
+        let bootstrap_dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = bootstrap_svc::Config::new(bootstrap_dir.path());
+        cfg.register_per_minute = 0;
+        let bootstrap = TestBootstrap::start(cfg).await;
+        let endpoint = bootstrap.endpoint();
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+        let mut nodes = Vec::new();
+        for d in &dirs {
+            nodes.push(TestNode::start(|addr| node_config(d.path(), addr, Some(&endpoint), difficulty_bits)).await);
+        }
+        all_active(&nodes.iter().collect::<Vec<_>>()).await;
+        TestNet { bootstrap, nodes, dirs, bootstrap_dir }
+    }
+
+    pub fn refs(&self) -> Vec<&TestNode> {
+        self.nodes.iter().collect()
+    }
+
+    /// Stops every node, then the bootstrap.
+    pub async fn stop(self) {
+        for n in self.nodes {
+            n.stop().await;
+        }
+        self.bootstrap.stop().await;
+    }
+}
+
+/// Waits until each node sees all the others as active peers.
+pub async fn all_active(nodes: &[&TestNode]) {
+    for n in nodes {
+        eventually(Duration::from_secs(30), "every node sees the others as active", || async {
+            (n.node().peers().active_count() >= nodes.len() - 1).then_some(())
+        })
+        .await;
+    }
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use p2p_proto::node::{PeerSource, PeerState, PingRequest, Sender};
-use p2p_tests::{TestBootstrap, TestNode, converged, eventually, node_config};
+use p2p_tests::{TestBootstrap, TestNet, TestNode, all_active, converged, eventually, node_config};
 
 const BITS: u32 = 8;
 const WAIT: Duration = Duration::from_secs(30);
@@ -13,15 +13,6 @@ fn bootstrap_config(dir: &tempfile::TempDir) -> bootstrap_svc::Config {
     let mut c = bootstrap_svc::Config::new(dir.path());
     c.register_per_minute = 0;
     c
-}
-
-async fn all_active(nodes: &[&TestNode]) {
-    for n in nodes {
-        eventually(WAIT, "every node sees the others as active", || async {
-            (n.node().peers().active_count() >= nodes.len() - 1).then_some(())
-        })
-        .await;
-    }
 }
 
 #[tokio::test]
@@ -51,36 +42,19 @@ async fn a_dead_peer_leaves_the_active_set_within_the_configured_bound() {
 
 #[tokio::test]
 async fn a_three_node_network_that_loses_a_node_still_propagates_blocks() {
-    let bdir = tempfile::tempdir().unwrap();
-    let bootstrap = TestBootstrap::start(bootstrap_config(&bdir)).await;
-    let ep = bootstrap.endpoint();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for d in &dirs {
-        nodes.push(TestNode::start(|addr| node_config(d.path(), addr, Some(&ep), BITS)).await);
-    }
-    all_active(&nodes.iter().collect::<Vec<_>>()).await;
-    let lost = nodes.pop().unwrap();
+    let mut net = TestNet::start(3, BITS).await;
+    let lost = net.nodes.pop().unwrap();
     lost.stop().await;
-    let mined = nodes[0].node().mine(b"after the loss".to_vec()).await.unwrap();
-    let tip = converged(&[&nodes[0], &nodes[1]], 1, WAIT).await;
+    let mined = net.nodes[0].node().mine(b"after the loss".to_vec()).await.unwrap();
+    let tip = converged(&net.refs(), 1, WAIT).await;
     assert_eq!(tip.hash, mined.block.hash);
-    for n in nodes {
-        n.stop().await;
-    }
+    net.stop().await;
 }
 
 #[tokio::test]
 async fn a_node_rejoins_from_cached_peers_while_the_bootstrap_is_down() {
-    let bdir = tempfile::tempdir().unwrap();
-    let bootstrap = TestBootstrap::start(bootstrap_config(&bdir)).await;
+    let TestNet { bootstrap, mut nodes, dirs, bootstrap_dir: _bootstrap_dir } = TestNet::start(3, BITS).await;
     let ep = bootstrap.endpoint();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for d in &dirs {
-        nodes.push(TestNode::start(|addr| node_config(d.path(), addr, Some(&ep), BITS)).await);
-    }
-    all_active(&nodes.iter().collect::<Vec<_>>()).await;
     bootstrap.stop().await;
     let c = nodes.pop().unwrap();
     c.stop().await; // a clean stop saves the peer cache

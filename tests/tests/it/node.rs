@@ -4,43 +4,12 @@ use std::time::Duration;
 
 use node_svc::chain::testing::{chain_of, extend};
 use p2p_proto::node::{BlockOutcome, GetBlocksRequest, GetStatusRequest, MineBlockRequest, SendBlockRequest, Sender};
-use p2p_tests::{TestBootstrap, TestNode, converged, eventually, node_config, test_network};
+use p2p_tests::{TestNet, TestNode, converged, node_config, test_network};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
 const BITS: u32 = 8;
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Net {
-    _dirs: Vec<tempfile::TempDir>,
-    bootstrap: TestBootstrap,
-    nodes: Vec<TestNode>,
-}
-
-async fn network(n: usize) -> Net {
-    let bdir = tempfile::tempdir().unwrap();
-    let mut cfg = bootstrap_svc::Config::new(bdir.path());
-    cfg.register_per_minute = 0;
-    let bootstrap = TestBootstrap::start(cfg).await;
-    let endpoint = bootstrap.endpoint();
-    let mut dirs = vec![bdir];
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().to_path_buf();
-        let ep = endpoint.clone();
-        nodes.push(TestNode::start(move |addr| node_config(&path, addr, Some(&ep), BITS)).await);
-        dirs.push(dir);
-    }
-    // Everyone knows everyone (through the bootstrap) before the test starts.
-    for node in &nodes {
-        eventually(WAIT, "node sees all other nodes as active", || async {
-            (node.node().peers().active_count() == n - 1).then_some(())
-        })
-        .await;
-    }
-    Net { _dirs: dirs, bootstrap, nodes }
-}
 
 async fn mine(node: &TestNode, data: &str) -> p2p_proto::node::Block {
     let mut c = node.client().await;
@@ -51,9 +20,9 @@ async fn mine(node: &TestNode, data: &str) -> p2p_proto::node::Block {
 
 #[tokio::test]
 async fn a_block_mined_on_one_node_reaches_all_others() {
-    let net = network(4).await;
+    let net = TestNet::start(4, BITS).await;
     let block = mine(&net.nodes[0], "hello network").await;
-    let refs: Vec<&TestNode> = net.nodes.iter().collect();
+    let refs = net.refs();
     let tip = converged(&refs, 1, WAIT).await;
     assert_eq!(tip.hash.as_slice(), block.hash.as_slice());
     for n in &net.nodes {
@@ -71,16 +40,13 @@ async fn a_block_mined_on_one_node_reaches_all_others() {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].as_ref().unwrap().data, b"hello network");
     }
-    for n in net.nodes {
-        n.stop().await;
-    }
-    net.bootstrap.stop().await;
+    net.stop().await;
 }
 
 #[tokio::test]
 async fn each_node_stores_each_block_once_and_gossip_does_not_loop() {
-    let net = network(4).await;
-    let refs: Vec<&TestNode> = net.nodes.iter().collect();
+    let net = TestNet::start(4, BITS).await;
+    let refs = net.refs();
     const BLOCKS: u64 = 5;
     for i in 0..BLOCKS {
         mine(&net.nodes[(i % 2) as usize], &format!("block {i}")).await;
@@ -97,9 +63,7 @@ async fn each_node_stores_each_block_once_and_gossip_does_not_loop() {
     // loop would exceed it.
     assert!(received <= 4 * 3 * BLOCKS, "{received} deliveries");
     assert!(received >= 3 * BLOCKS, "every node heard of every block: {received}");
-    for n in net.nodes {
-        n.stop().await;
-    }
+    net.stop().await;
 }
 
 #[tokio::test]
