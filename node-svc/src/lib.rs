@@ -6,12 +6,14 @@
 //! - [`node`]: the node's shared state and its behaviour (gossip, sync, mining, heartbeats).
 //! - [`service`]: the `p2p.node.v1.Node` gRPC service.
 //! - [`membership`]: registering with and learning peers from the bootstrap.
+//! - [`attribution`]: believing a request's claimed sender only when it matches the connection.
 //! - [`peers`]: the peer table (states, scores, bans, backoff, limits).
 //! - [`peer_cache`]: known-good peers on disk, for rejoining without the bootstrap.
 //! - [`chain`]: block format, proof of work, validation, fork choice, storage.
 //! - [`chain_handle`]: the thread that owns the writable chain.
 //! - [`config`], [`error`].
 
+pub mod attribution;
 pub mod chain;
 pub mod chain_handle;
 pub mod config;

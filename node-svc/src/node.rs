@@ -1,6 +1,7 @@
 //! The node: chain, peers, and the tasks that keep them in step with the
 //! network (heartbeats, gossip, sync, bootstrap membership).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -74,6 +75,8 @@ struct Inner {
     mining: AsyncMutex<()>,
     syncing: AsyncMutex<()>,
     stats: Stats,
+    /// Checks that a request's claimed sender is where it came from.
+    senders: crate::attribution::SenderCheck,
     /// Known-good peers on disk.
     peer_cache: Arc<PeerCache>,
     shutdown: CancellationToken,
@@ -144,6 +147,7 @@ impl Node {
                 mining: AsyncMutex::new(()),
                 syncing: AsyncMutex::new(()),
                 stats: Stats::default(),
+                senders: Default::default(),
                 peer_cache,
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -231,7 +235,24 @@ impl Node {
         Ok(verdicts)
     }
 
-    /// Handles one gossiped block from `from` (the sender's address, if given).
+    /// The claimed sender, if the connection it came over vouches for it
+    /// (see [`crate::attribution`]); otherwise the request is anonymous.
+    pub async fn verified_sender<'a>(
+        &self,
+        claimed: Option<&'a Sender>,
+        remote: Option<SocketAddr>,
+    ) -> Option<&'a Sender> {
+        let sender = claimed.filter(|s| !s.address.is_empty())?;
+        if self.inner.senders.vouches(&sender.address, remote).await {
+            Some(sender)
+        } else {
+            tracing::debug!(claimed = %sender.address, ?remote, "sender claim does not match the connection; treated as anonymous");
+            None
+        }
+    }
+
+    /// Handles one gossiped block; `from` is the sender as already verified
+    /// by [`Node::verified_sender`] (None: anonymous).
     pub async fn receive_block(&self, block: p2p_proto::node::Block, from: Option<&Sender>) -> Result<Handled, Error> {
         let now = unix_ms_now();
         self.inner.stats.blocks_received.fetch_add(1, Ordering::Relaxed);

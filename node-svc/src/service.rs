@@ -34,14 +34,29 @@ impl NodeService {
     }
 }
 
+impl NodeService {
+    fn pong(&self, tip: &crate::chain::Tip, genesis: [u8; 32]) -> PingResponse {
+        PingResponse {
+            node_id: self.node.node_id().to_string(),
+            height: tip.height,
+            tip_hash: tip.hash.to_vec(),
+            cumulative_work: work_bytes(tip.work),
+            genesis_hash: genesis.to_vec(),
+            timestamp_unix_ms: unix_ms_now(),
+        }
+    }
+}
+
 type BlockStream = Pin<Box<dyn Stream<Item = Result<PbBlock, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl NodeRpc for NodeService {
     async fn send_block(&self, request: Request<SendBlockRequest>) -> Result<Response<SendBlockResponse>, Status> {
+        let remote = request.remote_addr();
         let req = request.into_inner();
         let block = req.block.ok_or_else(|| Error::invalid("block", "is required"))?;
-        let handled = self.node.receive_block(block, req.sender.as_ref()).await?;
+        let sender = self.node.verified_sender(req.sender.as_ref(), remote).await;
+        let handled = self.node.receive_block(block, sender).await?;
         let message = match handled.outcome {
             p2p_proto::node::BlockOutcome::Appended => "appended to the main chain and forwarded",
             p2p_proto::node::BlockOutcome::Duplicate => "already known; not forwarded again",
@@ -149,6 +164,7 @@ impl NodeRpc for NodeService {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let remote = request.remote_addr();
         let req = request.into_inner();
         let genesis = self.node.chain().genesis_hash();
         if !req.genesis_hash.is_empty() && req.genesis_hash != genesis {
@@ -163,6 +179,10 @@ impl NodeRpc for NodeService {
         if let Some(sender) = req.sender.as_ref().filter(|s| !s.address.is_empty()) {
             let address =
                 p2p_proto::address::canonicalize(&sender.address).map_err(|e| Error::invalid("sender.address", e))?;
+            if self.node.verified_sender(Some(sender), remote).await.is_none() {
+                // Answer, but neither learn nor trust an address we cannot tie to this connection.
+                return Ok(Response::new(self.pong(&tip, genesis)));
+            }
             let their_work = work_from_bytes(&req.cumulative_work);
             self.node.peers().learn(&address, PeerSource::Inbound, Some(&sender.node_id));
             let peer_tip = PeerTip {
@@ -176,14 +196,7 @@ impl NodeRpc for NodeService {
                 self.node.request_sync(&address);
             }
         }
-        Ok(Response::new(PingResponse {
-            node_id: self.node.node_id().to_string(),
-            height: tip.height,
-            tip_hash: tip.hash.to_vec(),
-            cumulative_work: work_bytes(tip.work),
-            genesis_hash: genesis.to_vec(),
-            timestamp_unix_ms: unix_ms_now(),
-        }))
+        Ok(Response::new(self.pong(&tip, genesis)))
     }
 
     async fn mine_block(&self, request: Request<MineBlockRequest>) -> Result<Response<MineBlockResponse>, Status> {

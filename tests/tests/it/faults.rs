@@ -187,3 +187,31 @@ async fn inbound_limits_hold_under_a_burst_of_new_peers() {
     assert!(inbound >= 1);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_ping_claiming_someone_elses_address_is_answered_but_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
+    let channel = tonic::transport::Endpoint::from_shared(node.endpoint())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = p2p_proto::node::node_client::NodeClient::new(channel);
+    let genesis = node.node().chain().genesis_hash().to_vec();
+    let pong = client
+        .ping(PingRequest {
+            sender: Some(Sender { node_id: "liar".into(), address: "127.0.0.1:9".into() }),
+            height: 99,
+            tip_hash: vec![],
+            cumulative_work: vec![0xff; 16],
+            genesis_hash: genesis,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pong.height, 0, "answered with our tip");
+    assert!(node.node().peers().snapshot().is_empty(), "the claimed address was not learned");
+    node.stop().await;
+}

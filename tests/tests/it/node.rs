@@ -238,3 +238,46 @@ async fn invalid_blocks_get_invalid_argument_and_a_repeat_offender_is_banned() {
     assert!(err.code() == Code::InvalidArgument && err.message().contains("data"), "{err:?}");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
+    let params = test_network(BITS);
+    let blocks = chain_of(&params, 1, p2p_proto::unix_ms_now() - 60_000);
+    let (dir, honest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let honest = TestNode::start(|addr| node_config(honest_dir.path(), addr, None, BITS)).await;
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
+    // The attacker connects from 127.0.0.2 but claims to be the honest node at 127.0.0.1.
+    let channel = tonic::transport::Endpoint::from_shared(node.endpoint())
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    let mut attacker = p2p_proto::node::node_client::NodeClient::new(channel);
+    let claimed = Sender { node_id: "honest".into(), address: honest.addr.to_string() };
+    let mut tampered = node_svc::chain::to_proto(&blocks[1]);
+    tampered.nonce += 1;
+    for _ in 0..3 {
+        let err = attacker
+            .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(claimed.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "still refused");
+    }
+    assert!(
+        node.node().peers().snapshot().iter().all(|p| p.address != honest.addr.to_string()),
+        "the claimed address was neither learned nor scored"
+    );
+    // A request from the claimed address (127.0.0.1) is believed and served.
+    let mut c = node.client().await;
+    let r = c
+        .send_block(SendBlockRequest { block: Some(node_svc::chain::to_proto(&blocks[1])), sender: Some(claimed) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome(), BlockOutcome::Appended);
+    let p = node.node().peers().snapshot().into_iter().find(|p| p.address == honest.addr.to_string()).unwrap();
+    assert_ne!(p.state, p2p_proto::node::PeerState::Banned);
+    node.stop().await;
+    honest.stop().await;
+}
