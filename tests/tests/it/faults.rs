@@ -215,3 +215,30 @@ async fn a_ping_claiming_someone_elses_address_is_answered_but_not_believed() {
     assert!(node.node().peers().snapshot().is_empty(), "the claimed address was not learned");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_partition_heals_onto_the_heaviest_chain() {
+    let TestNet { bootstrap, mut nodes, dirs, bootstrap_dir: _bootstrap_dir } = TestNet::start(3, BITS).await;
+    let c = nodes.pop().unwrap();
+    c.stop().await;
+    // Partition: C comes back cut off (no bootstrap, no peers, its peer cache
+    // gone, on a port the others do not know); A and B cannot reach it.
+    std::fs::remove_file(dirs[2].path().join("peers.redb")).unwrap();
+    let c = TestNode::start(|addr| node_config(dirs[2].path(), addr, None, BITS)).await;
+    for i in 0..3 {
+        c.node().mine(format!("minority {i}").into_bytes()).await.unwrap();
+    }
+    nodes[0].node().mine(b"majority".to_vec()).await.unwrap();
+    converged(&[&nodes[0], &nodes[1]], 1, WAIT).await;
+    let heavy = c.tip().await;
+    assert_ne!(heavy.hash, nodes[0].tip().await.hash, "the sides diverged");
+    // Heal: C hears of A again.
+    c.node().peers().learn(&nodes[0].addr.to_string(), PeerSource::Configured, None);
+    let tip = converged(&[&nodes[0], &nodes[1], &c], 3, WAIT).await;
+    assert_eq!(tip.hash, heavy.hash, "everyone is on the heavier side's chain");
+    c.stop().await;
+    for n in nodes {
+        n.stop().await;
+    }
+    bootstrap.stop().await;
+}

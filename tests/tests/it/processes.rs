@@ -91,3 +91,45 @@ async fn a_bootstrap_and_three_node_processes_form_a_network() {
     assert_eq!(left.peers.len(), 2, "the stopped node deregistered");
     assert!(left.peers.iter().all(|p| p.address != addrs[2]));
 }
+
+#[tokio::test]
+async fn every_acknowledged_registration_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let start = || {
+        spawn(
+            Command::new(binary("bootstrap-svc"))
+                .args(["--listen", &addr, "--register-per-minute", "0", "--default-ttl-secs", "3600", "--data-dir"])
+                .arg(dir.path()),
+        )
+    };
+    let mut server = start();
+    let client = connect_bootstrap(&format!("http://{addr}")).await;
+    // Concurrent registrations (sharing group commits); each Ok is an acknowledgement.
+    let acked: Vec<String> = futures::future::join_all((0..500).map(|i| {
+        let mut c = client.clone();
+        async move {
+            let address = format!("10.9.{}.{}:3000", i / 250, i % 250);
+            c.register(p2p_proto::bootstrap::RegisterRequest { address: address.clone(), ..Default::default() })
+                .await
+                .ok()
+                .map(|_| address)
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    assert_eq!(acked.len(), 500);
+    server.0.kill().unwrap(); // SIGKILL: no shutdown path runs
+    server.0.wait().unwrap();
+    drop(server);
+
+    let _server = start();
+    let mut client = connect_bootstrap(&format!("http://{addr}")).await;
+    let resp = client.get_peers(GetPeersRequest { limit: 1000, ..Default::default() }).await.unwrap().into_inner();
+    let stored: std::collections::HashSet<String> = resp.peers.into_iter().map(|p| p.address).collect();
+    for a in &acked {
+        assert!(stored.contains(a), "acknowledged {a} lost by kill -9");
+    }
+}
