@@ -115,7 +115,7 @@ pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::R
                 for p in &peers {
                     t.row(vec![
                         p.address.clone(),
-                        if p.node_id.is_empty() { "(unsigned)".into() } else { p.node_id[..16].to_string() },
+                        if p.node_id.is_empty() { "(unsigned)".into() } else { p.node_id.chars().take(16).collect() },
                         relative(p.registered_at_unix_ms),
                         relative(p.last_seen_unix_ms),
                         relative(p.expires_at_unix_ms),

@@ -222,15 +222,13 @@ impl Node {
             }
         }
         if let (Relay::To { except }, Some(last)) = (relay, to_gossip.last().copied()) {
-            {
-                let node = self.clone();
-                let except = except.map(str::to_string);
-                self.inner.tasks.spawn(async move {
-                    if let Ok(Some(b)) = node.inner.chain.read(move |r| r.block(&last)).await {
-                        node.gossip(b, except.as_deref()).await;
-                    }
-                });
-            }
+            let node = self.clone();
+            let except = except.map(str::to_string);
+            self.inner.tasks.spawn(async move {
+                if let Ok(Some(b)) = node.inner.chain.read(move |r| r.block(&last)).await {
+                    node.gossip(b, except.as_deref()).await;
+                }
+            });
         }
         Ok(verdicts)
     }
@@ -307,7 +305,8 @@ impl Node {
         }
     }
 
-    /// Forwards `block` to every usable peer except `except`.
+    /// Pushes `block` to up to `gossip_fanout` random usable peers other than
+    /// `except` (the peer it came from).
     pub async fn gossip(&self, block: Block, except: Option<&str>) {
         let targets = self.inner.peers.gossip_targets(except, self.inner.config.gossip_fanout);
         if targets.is_empty() {

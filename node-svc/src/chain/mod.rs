@@ -319,14 +319,16 @@ impl Chain {
                 .ok_or_else(|| StoreError::Storage(format!("main-chain block at height {height} missing")))?;
             let b = decode(v.value())?;
             let corrupt = |error| StoreError::Corrupt { height, error };
-            // The clock is irrelevant to blocks already accepted.
-            validate::check_standalone(&b, &self.params, u64::MAX).map_err(corrupt)?;
             if b.hash.as_slice() != hash.value() || b.index != height {
                 return Err(corrupt(BlockError::Malformed("stored under the wrong hash or height".into())));
             }
             match &parent {
-                Some(p) => validate::check_child(&b, p).map_err(corrupt)?,
-                None if b.hash != self.genesis.hash => {
+                Some(p) => {
+                    // The clock is irrelevant to blocks already accepted.
+                    validate::check_standalone(&b, &self.params, u64::MAX).map_err(corrupt)?;
+                    validate::check_child(&b, p).map_err(corrupt)?;
+                }
+                None if b != self.genesis => {
                     return Err(corrupt(BlockError::WrongGenesis {
                         got: hex::encode(b.hash),
                         want: hex::encode(self.genesis.hash),
@@ -379,6 +381,15 @@ impl Chain {
         new_orphans: &mut Vec<Block>,
     ) -> Result<Result<Accepted, BlockError>, StoreError> {
         let hash = b.hash;
+        if b.index == 0 {
+            // Genesis is defined, not mined, and always stored: it is known
+            // by its exact contents; any other height-0 block is wrong.
+            return Ok(if b == self.genesis {
+                Ok(Accepted { hash, outcome: Outcome::Duplicate })
+            } else {
+                Err(BlockError::WrongGenesis { got: hex::encode(hash), want: hex::encode(self.genesis.hash) })
+            });
+        }
         if let Err(e) = validate::check_standalone(&b, &self.params, now_ms) {
             return Ok(Err(e));
         }
@@ -386,10 +397,6 @@ impl Chain {
             return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
         }
         let parent = t.blocks.get(b.prev_hash.as_slice())?.map(|v| decode(v.value())).transpose()?;
-        if b.index == 0 {
-            // Genesis is always stored, so a different height-0 block is wrong.
-            return Ok(Err(BlockError::WrongGenesis { got: hex::encode(hash), want: hex::encode(self.genesis.hash) }));
-        }
         let Some(parent) = parent else {
             if self.orphans.contains(&hash) || new_orphans.iter().any(|o| o.hash == hash) {
                 return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));

@@ -25,6 +25,11 @@ fn a_valid_chain_is_appended_block_by_block_and_duplicates_are_reported() {
     assert_eq!(offer(&mut chain, &blocks[3..4]), vec![Outcome::Duplicate]);
     // Genesis too is a duplicate, and a different height-0 block is refused.
     assert_eq!(offer(&mut chain, &blocks[..1]), vec![Outcome::Duplicate]);
+    let mut forged = blocks[0].clone();
+    forged.data = b"another genesis".to_vec();
+    forged.hash = forged.compute_hash();
+    let verdict = chain.accept(vec![forged], NOW).unwrap().remove(0);
+    assert!(matches!(verdict, Err(BlockError::WrongGenesis { .. })), "{verdict:?}");
 }
 
 #[test]
