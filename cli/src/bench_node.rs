@@ -154,9 +154,12 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Resu
         );
     }
     let all: Vec<Node> = running.iter().map(|(r, _)| r.node.clone()).collect();
+    // Nodes dial up to target_outbound peers each (and answer the ones that
+    // dial them), so the network is ready when everyone has that many.
+    let want = (nodes - 1).min(NodeConfig::new(".", "x:1").target_outbound);
     let mesh =
-        wait_for(Duration::from_secs(120), async || all.iter().all(|n| n.peers().active_count() == nodes - 1)).await?;
-    eprintln!("{nodes} nodes fully connected after {:.1}s", mesh.as_secs_f64());
+        wait_for(Duration::from_secs(120), async || all.iter().all(|n| n.peers().active_count() >= want)).await?;
+    eprintln!("{nodes} nodes each with at least {want} active peers after {:.1}s", mesh.as_secs_f64());
     let mut times = Vec::new();
     let mut dups = Vec::new();
     let mut deliveries = Vec::new();
@@ -194,7 +197,7 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Resu
     times.sort();
     let median = times[times.len() / 2];
     println!(
-        "propagation over {nodes} nodes (all known to each other via the bootstrap, gossip fanout {}), {rounds} blocks: median {:.1}ms, max {:.1}ms to reach all; \
+        "propagation over {nodes} nodes (joined via the bootstrap, gossip fanout {}), {rounds} blocks: median {:.1}ms, max {:.1}ms to reach all; \
          per block {:.1} deliveries of which {:.1} duplicates (minimum possible: {} deliveries, 0 duplicates)",
         NodeConfig::new(".", "x:1").gossip_fanout,
         median.as_secs_f64() * 1000.0,
