@@ -243,3 +243,14 @@ pub async fn all_active(nodes: &[&TestNode]) {
         .await;
     }
 }
+
+/// A channel to `endpoint` whose connection comes from `local_ip` (another
+/// loopback address such as 127.0.0.2), to act as a different host.
+pub async fn channel_from(endpoint: &str, local_ip: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .expect("endpoint")
+        .local_address(Some(local_ip.parse().expect("local ip")))
+        .connect()
+        .await
+        .expect("connect from another loopback address")
+}

@@ -1,7 +1,6 @@
 //! The bootstrap registry, driven over gRPC against a real in-process server.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use p2p_proto::bootstrap::{
 use p2p_proto::signing::{signed_register, signed_remove};
 use p2p_tests::{TestBootstrap, eventually};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -204,12 +203,7 @@ async fn an_unsigned_registration_can_be_claimed_by_a_key_but_not_removed_by_str
     c.register(reg("node9:3000")).await.unwrap();
 
     // A client on another IP (127.0.0.2) cannot remove it.
-    let channel = Endpoint::from_shared(server.endpoint())
-        .unwrap()
-        .local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))))
-        .connect()
-        .await
-        .unwrap();
+    let channel = p2p_tests::channel_from(&server.endpoint(), "127.0.0.2").await;
     let mut stranger = BootstrapClient::new(channel);
     let err = stranger.remove(RemoveRequest { address: "node9:3000".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -397,12 +391,7 @@ async fn register_is_rate_limited_per_client_ip() {
     assert!(err.message().contains("5 per minute"), "{}", err.message());
     // Reads are not limited, and another client IP has its own budget.
     c.get_peers(GetPeersRequest::default()).await.unwrap();
-    let channel = Endpoint::from_shared(server.endpoint())
-        .unwrap()
-        .local_address(Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))))
-        .connect()
-        .await
-        .unwrap();
+    let channel = p2p_tests::channel_from(&server.endpoint(), "127.0.0.3").await;
     BootstrapClient::new(channel).register(reg("other:1")).await.unwrap();
     server.stop().await;
 }

@@ -192,12 +192,7 @@ async fn inbound_limits_hold_under_a_burst_of_new_peers() {
 async fn a_ping_claiming_someone_elses_address_is_answered_but_not_believed() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
-    let channel = tonic::transport::Endpoint::from_shared(node.endpoint())
-        .unwrap()
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .connect()
-        .await
-        .unwrap();
+    let channel = p2p_tests::channel_from(&node.endpoint(), "127.0.0.2").await;
     let mut client = p2p_proto::node::node_client::NodeClient::new(channel);
     let genesis = node.node().chain().genesis_hash().to_vec();
     let pong = client

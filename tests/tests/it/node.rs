@@ -248,12 +248,7 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
     let honest = TestNode::start(|addr| node_config(honest_dir.path(), addr, None, BITS)).await;
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
     // The attacker connects from 127.0.0.2 but claims to be the honest node at 127.0.0.1.
-    let channel = tonic::transport::Endpoint::from_shared(node.endpoint())
-        .unwrap()
-        .local_address(Some("127.0.0.2".parse().unwrap()))
-        .connect()
-        .await
-        .unwrap();
+    let channel = p2p_tests::channel_from(&node.endpoint(), "127.0.0.2").await;
     let mut attacker = p2p_proto::node::node_client::NodeClient::new(channel);
     let claimed = Sender { node_id: "honest".into(), address: honest.addr.to_string() };
     let mut tampered = node_svc::chain::to_proto(&blocks[1]);
