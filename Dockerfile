@@ -11,7 +11,8 @@ RUN cargo build --release --locked --bins \
  && strip /out/*
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin p2p \
+RUN groupadd --system --gid 10001 p2p \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /data --shell /usr/sbin/nologin p2p \
  && mkdir -p /data && chown p2p:p2p /data
 COPY --from=build /out/ /usr/local/bin/
 USER 10001
