@@ -6,15 +6,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tonic::transport::{Channel, Endpoint};
 
-/// Accepts `host:port` or a full `http://host:port` URL.
-pub fn normalize(endpoint: &str) -> String {
-    if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
-}
-
 /// Connects to `endpoint` (a `what` server), failing with a message that says
 /// which endpoint and why.
 pub async fn channel(what: &str, endpoint: &str) -> anyhow::Result<Channel> {
-    let url = normalize(endpoint);
+    let url = p2p_proto::address::grpc_url(endpoint);
     let ep = Endpoint::from_shared(url.clone())
         .with_context(|| format!("{endpoint:?} is not a valid {what} endpoint (expected host:port)"))?
         .connect_timeout(Duration::from_secs(5))

@@ -15,6 +15,8 @@ use p2p_proto::node::{
 };
 use serde_json::json;
 
+use node_svc::node::work_from_bytes;
+
 use crate::connect;
 use crate::output::{Table, print_json, relative};
 
@@ -47,10 +49,6 @@ pub enum NetworkCmd {
 
 fn short(hash: &[u8]) -> String {
     if hash.is_empty() { "-".into() } else { hex::encode(&hash[..hash.len().min(8)]) }
-}
-
-fn work(bytes: &[u8]) -> u128 {
-    <[u8; 16]>::try_from(bytes).map(u128::from_be_bytes).unwrap_or(0)
 }
 
 pub fn block_json(b: &Block) -> serde_json::Value {
@@ -89,7 +87,7 @@ fn block_from_json(v: &serde_json::Value) -> anyhow::Result<Block> {
 fn status_json(s: &GetStatusResponse) -> serde_json::Value {
     json!({
         "node_id": s.node_id, "address": s.address, "network": s.network, "height": s.height,
-        "tip_hash": hex::encode(&s.tip_hash), "cumulative_work": work(&s.cumulative_work).to_string(),
+        "tip_hash": hex::encode(&s.tip_hash), "cumulative_work": work_from_bytes(&s.cumulative_work).to_string(),
         "genesis_hash": hex::encode(&s.genesis_hash), "difficulty_bits": s.difficulty_bits,
         "peer_count": s.peer_count, "orphan_count": s.orphan_count, "version": s.version,
     })
@@ -110,7 +108,7 @@ pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result
                     ("network", format!("{} ({} bits)", s.network, s.difficulty_bits)),
                     ("height", s.height.to_string()),
                     ("tip", hex::encode(&s.tip_hash)),
-                    ("cumulative work", work(&s.cumulative_work).to_string()),
+                    ("cumulative work", work_from_bytes(&s.cumulative_work).to_string()),
                     ("genesis", hex::encode(&s.genesis_hash)),
                     ("active peers", s.peer_count.to_string()),
                     ("orphans", s.orphan_count.to_string()),

@@ -21,23 +21,16 @@ struct AcceptCmd {
 /// Cloneable access to the chain.
 #[derive(Debug, Clone)]
 pub struct ChainHandle {
-    tx: mpsc::Sender<AcceptCmdBox>,
+    tx: mpsc::Sender<AcceptCmd>,
     reader: ChainReader,
     orphans: Arc<AtomicUsize>,
     genesis_hash: [u8; 32],
 }
 
-struct AcceptCmdBox(AcceptCmd);
-impl std::fmt::Debug for AcceptCmdBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AcceptCmd({} blocks)", self.0.blocks.len())
-    }
-}
-
 impl ChainHandle {
     /// Starts the actor thread; it stops when every handle is dropped.
     pub fn spawn(mut chain: Chain) -> Result<(Self, std::thread::JoinHandle<()>), Error> {
-        let (tx, mut rx) = mpsc::channel::<AcceptCmdBox>(256);
+        let (tx, mut rx) = mpsc::channel::<AcceptCmd>(256);
         let reader = chain.reader();
         let genesis_hash = chain.genesis().hash;
         let orphans = Arc::new(AtomicUsize::new(0));
@@ -45,7 +38,7 @@ impl ChainHandle {
         let thread = std::thread::Builder::new()
             .name("chain".into())
             .spawn(move || {
-                while let Some(AcceptCmdBox(cmd)) = rx.blocking_recv() {
+                while let Some(cmd) = rx.blocking_recv() {
                     let result = chain.accept(cmd.blocks, p2p_proto::unix_ms_now());
                     count.store(chain.orphan_count(), Ordering::Relaxed);
                     let _ = cmd.reply.send(result);
@@ -58,7 +51,7 @@ impl ChainHandle {
     /// Offers blocks in order; one verdict each (plus connected orphans).
     pub async fn accept(&self, blocks: Vec<Block>) -> Result<Vec<Result<Accepted, BlockError>>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(AcceptCmdBox(AcceptCmd { blocks, reply })).await.map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(AcceptCmd { blocks, reply }).await.map_err(|_| Error::ShuttingDown)?;
         Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
     }
 

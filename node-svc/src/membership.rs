@@ -18,8 +18,7 @@ use crate::node::Node;
 const DISCOVER_LIMIT: u32 = 64;
 
 fn endpoint(address: &str) -> Result<Endpoint, String> {
-    let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    Endpoint::from_shared(url)
+    Endpoint::from_shared(p2p_proto::address::grpc_url(address))
         .map(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10)))
         .map_err(|e| format!("bad bootstrap address {address:?}: {e}"))
 }

@@ -136,7 +136,7 @@ impl PeerTable {
         {
             return false;
         }
-        let Ok(endpoint) = Endpoint::from_shared(format!("http://{address}")) else { return false };
+        let Ok(endpoint) = Endpoint::from_shared(p2p_proto::address::grpc_url(&address)) else { return false };
         let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))

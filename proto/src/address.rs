@@ -77,15 +77,6 @@ impl PeerAddress {
         let port = parse_port(port)?;
         Ok(PeerAddress { host, port })
     }
-
-    /// True for loopback hosts (`localhost`, 127.0.0.0/8, `::1`).
-    pub fn is_loopback(&self) -> bool {
-        match &self.host {
-            Host::Dns(name) => name == "localhost",
-            Host::V4(ip) => ip.is_loopback(),
-            Host::V6(ip) => ip.is_loopback(),
-        }
-    }
 }
 
 impl std::fmt::Display for PeerAddress {
@@ -102,6 +93,12 @@ impl std::fmt::Display for PeerAddress {
 /// lower-cased, IP addresses in their standard form).
 pub fn canonicalize(input: &str) -> Result<String, AddressError> {
     PeerAddress::parse(input).map(|a| a.to_string())
+}
+
+/// The URL a gRPC client dials for `endpoint`, given as `host:port` or
+/// already as a URL (`http://…`, `https://…`).
+pub fn grpc_url(endpoint: &str) -> String {
+    if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") }
 }
 
 fn parse_port(port: &str) -> Result<u16, AddressError> {
@@ -158,7 +155,8 @@ mod tests {
         assert_eq!(canonicalize("127.0.0.1:65535").unwrap(), "127.0.0.1:65535");
         assert_eq!(canonicalize("[::1]:3000").unwrap(), "[::1]:3000");
         assert_eq!(canonicalize("[2001:DB8:0:0::1]:80").unwrap(), "[2001:db8::1]:80");
-        assert!(PeerAddress::parse("localhost:3000").unwrap().is_loopback());
+        assert_eq!(grpc_url("node1:3000"), "http://node1:3000");
+        assert_eq!(grpc_url("https://node1:3000"), "https://node1:3000");
     }
 
     #[test]
