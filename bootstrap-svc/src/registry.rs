@@ -127,19 +127,10 @@ enum WriteOp {
 pub struct Registry {
     db: Arc<Database>,
     /// `None` once closed.
-    writes: std::sync::Mutex<Option<mpsc::Sender<WriteOpBox>>>,
+    writes: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
     events: broadcast::Sender<PeerEvent>,
     clock: Arc<dyn Clock>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-/// `WriteOp` holds oneshot senders, which are not `Debug`; this wrapper keeps
-/// `Registry: Debug` honest without pretending to print them.
-struct WriteOpBox(WriteOp);
-impl std::fmt::Debug for WriteOpBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WriteOp")
-    }
 }
 
 impl Registry {
@@ -186,7 +177,7 @@ impl Registry {
     async fn write<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> WriteOp) -> Result<T, Error> {
         let writes = lock(&self.writes).clone().ok_or(Error::ShuttingDown)?;
         let (tx, rx) = oneshot::channel();
-        writes.send(WriteOpBox(make(tx))).await.map_err(|_| Error::ShuttingDown)?;
+        writes.send(make(tx)).await.map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -338,15 +329,15 @@ fn read_count(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, Error
 /// the operations that arrived while the previous commit was running.
 fn writer_loop(
     db: Arc<Database>,
-    mut rx: mpsc::Receiver<WriteOpBox>,
+    mut rx: mpsc::Receiver<WriteOp>,
     events: broadcast::Sender<PeerEvent>,
     clock: Arc<dyn Clock>,
 ) {
-    while let Some(WriteOpBox(first)) = rx.blocking_recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(WriteOpBox(op)) => batch.push(op),
+                Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
@@ -383,38 +374,69 @@ fn reply_with<T: Send + 'static>(tx: oneshot::Sender<Result<T, Error>>, result: 
 /// Runs every op of a batch in one transaction. A request error is that op's
 /// answer; a storage error aborts the transaction and fails every op in it.
 fn apply_batch(db: &Database, batch: Vec<WriteOp>, now: u64) -> (Vec<Reply>, Result<Vec<PeerEvent>, Error>) {
+    let fail_all = |batch: Vec<WriteOp>, e: Error| {
+        let replies = batch.into_iter().map(|op| reply_with_failure(op, &e)).collect();
+        (replies, Err(e))
+    };
+    let mut tx = match db.begin_write() {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(batch, e.into()),
+    };
+    tx.set_quick_repair(true);
     let mut replies = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
-    let mut tx = match db.begin_write() {
-        Ok(mut tx) => {
-            tx.set_quick_repair(true);
-            Some(tx)
-        }
-        Err(e) => {
-            let e = Error::from(e);
-            let replies = batch.into_iter().map(|op| reply_with_failure(op, &e)).collect();
-            return (replies, Err(e));
-        }
-    };
     let mut failure: Option<Error> = None;
-    for op in batch {
-        let Some(t) = tx.as_mut().filter(|_| failure.is_none()) else {
-            replies.push(reply_with_failure(op, failure.as_ref().unwrap_or(&Error::ShuttingDown)));
-            continue;
+    {
+        let mut t = match Tables::open(&tx) {
+            Ok(t) => t,
+            Err(e) => return fail_all(batch, e),
         };
-        let reply = match op {
-            WriteOp::Register(cmd, r) => apply_one(r, register_in(t, &cmd, now, &mut events), &mut failure),
-            WriteOp::Remove(cmd, r) => apply_one(r, remove_in(t, &cmd, now, &mut events), &mut failure),
-            WriteOp::Purge(max, r) => apply_one(r, purge_in(t, max, now, &mut events), &mut failure),
-        };
-        replies.push(reply);
+        for op in batch {
+            if let Some(e) = &failure {
+                replies.push(reply_with_failure(op, e));
+                continue;
+            }
+            let reply = match op {
+                WriteOp::Register(cmd, r) => apply_one(r, register_in(&mut t, &cmd, now, &mut events), &mut failure),
+                WriteOp::Remove(cmd, r) => apply_one(r, remove_in(&mut t, &cmd, now, &mut events), &mut failure),
+                WriteOp::Purge(max, r) => apply_one(r, purge_in(&mut t, max, now, &mut events), &mut failure),
+            };
+            replies.push(reply);
+        }
     }
-    let committed = match (failure, tx.take()) {
-        (Some(e), _) => Err(e),
-        (None, Some(t)) => t.commit().map_err(Error::from),
-        (None, None) => Err(Error::Storage("no transaction".into())),
+    let committed = match failure {
+        Some(e) => Err(e),
+        None => tx.commit().map_err(Error::from),
     };
     (replies, committed.map(|()| events))
+}
+
+/// The registry's tables in one write transaction, opened once per batch.
+struct Tables<'tx> {
+    peers: redb::Table<'tx, &'static str, &'static [u8]>,
+    expiry: redb::Table<'tx, (u64, &'static str), ()>,
+    slots: redb::Table<'tx, u64, &'static str>,
+    meta: redb::Table<'tx, &'static str, u64>,
+}
+
+impl<'tx> Tables<'tx> {
+    fn open(tx: &'tx WriteTransaction) -> Result<Self, Error> {
+        Ok(Tables {
+            peers: tx.open_table(PEERS)?,
+            expiry: tx.open_table(EXPIRY)?,
+            slots: tx.open_table(SLOTS)?,
+            meta: tx.open_table(META)?,
+        })
+    }
+
+    fn get(&self, address: &str) -> Result<Option<PeerRecord>, Error> {
+        self.peers.get(address)?.map(|v| decode(v.value())).transpose()
+    }
+
+    fn put(&mut self, address: &str, rec: &PeerRecord) -> Result<(), Error> {
+        self.peers.insert(address, rec.encode_to_vec().as_slice())?;
+        Ok(())
+    }
 }
 
 fn apply_one<T: Send + 'static>(
@@ -441,19 +463,8 @@ fn event(kind: PeerEventKind, peer: Peer, now: u64) -> PeerEvent {
     PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now }
 }
 
-fn get_record(tx: &WriteTransaction, address: &str) -> Result<Option<PeerRecord>, Error> {
-    let peers = tx.open_table(PEERS)?;
-    let v = peers.get(address)?;
-    v.map(|v| decode(v.value())).transpose()
-}
-
-fn put_record(tx: &WriteTransaction, address: &str, rec: &PeerRecord) -> Result<(), Error> {
-    tx.open_table(PEERS)?.insert(address, rec.encode_to_vec().as_slice())?;
-    Ok(())
-}
-
 fn register_in(
-    tx: &WriteTransaction,
+    t: &mut Tables<'_>,
     cmd: &RegisterCmd,
     now: u64,
     events: &mut Vec<PeerEvent>,
@@ -461,10 +472,10 @@ fn register_in(
     let addr = cmd.address.as_str();
     let expires = lease::expires_at(now, cmd.ttl_secs);
     // An expired lease is gone, even if not purged yet: the address is free.
-    let existing = match get_record(tx, addr)? {
+    let existing = match t.get(addr)? {
         Some(rec) if lease::is_live(rec.expires_at_ms, now) => Some(rec),
         Some(stale) => {
-            delete_in(tx, addr, &stale)?;
+            delete_in(t, addr, &stale)?;
             events.push(event(PeerEventKind::Expired, stale.to_peer(addr), now));
             None
         }
@@ -496,17 +507,16 @@ fn register_in(
                 rec.public_key = k.clone();
                 rec.last_signed_ts_ms = cmd.signed_ts_ms;
             }
-            tx.open_table(EXPIRY)?.remove((rec.expires_at_ms, addr))?;
+            t.expiry.remove((rec.expires_at_ms, addr))?;
             rec.expires_at_ms = expires;
             rec.last_seen_ms = now;
             rec.registrant_ip = cmd.client_ip.clone();
             (rec, false)
         }
         None => {
-            let mut meta = tx.open_table(META)?;
-            let slot = read_count(&meta)?;
-            meta.insert(COUNT, slot + 1)?;
-            tx.open_table(SLOTS)?.insert(slot, addr)?;
+            let slot = read_count(&t.meta)?;
+            t.meta.insert(COUNT, slot + 1)?;
+            t.slots.insert(slot, addr)?;
             let rec = PeerRecord {
                 public_key: cmd.public_key.clone().unwrap_or_default(),
                 registered_at_ms: now,
@@ -519,8 +529,8 @@ fn register_in(
             (rec, true)
         }
     };
-    put_record(tx, addr, &rec)?;
-    tx.open_table(EXPIRY)?.insert((rec.expires_at_ms, addr), ())?;
+    t.put(addr, &rec)?;
+    t.expiry.insert((rec.expires_at_ms, addr), ())?;
     let peer = rec.to_peer(addr);
     let kind = if created { PeerEventKind::Joined } else { PeerEventKind::Refreshed };
     events.push(event(kind, peer.clone(), now));
@@ -533,11 +543,11 @@ fn replayed(ts: u64, last: u64) -> Error {
     ))
 }
 
-fn remove_in(tx: &WriteTransaction, cmd: &RemoveCmd, now: u64, events: &mut Vec<PeerEvent>) -> Result<bool, Error> {
+fn remove_in(t: &mut Tables<'_>, cmd: &RemoveCmd, now: u64, events: &mut Vec<PeerEvent>) -> Result<bool, Error> {
     let addr = cmd.address.as_str();
-    let Some(rec) = get_record(tx, addr)? else { return Ok(false) };
+    let Some(rec) = t.get(addr)? else { return Ok(false) };
     if !lease::is_live(rec.expires_at_ms, now) {
-        delete_in(tx, addr, &rec)?;
+        delete_in(t, addr, &rec)?;
         events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
         return Ok(false);
     }
@@ -562,16 +572,15 @@ fn remove_in(tx: &WriteTransaction, cmd: &RemoveCmd, now: u64, events: &mut Vec<
             return Err(replayed(cmd.timestamp_ms, rec.last_signed_ts_ms));
         }
     }
-    delete_in(tx, addr, &rec)?;
+    delete_in(t, addr, &rec)?;
     events.push(event(PeerEventKind::Left, rec.to_peer(addr), now));
     Ok(true)
 }
 
-fn purge_in(tx: &WriteTransaction, max: usize, now: u64, events: &mut Vec<PeerEvent>) -> Result<usize, Error> {
+fn purge_in(t: &mut Tables<'_>, max: usize, now: u64, events: &mut Vec<PeerEvent>) -> Result<usize, Error> {
     let expired: Vec<String> = {
-        let expiry = tx.open_table(EXPIRY)?;
         let mut out = Vec::new();
-        for entry in expiry.range::<(u64, &str)>(..(now.saturating_add(1), ""))?.take(max) {
+        for entry in t.expiry.range::<(u64, &str)>(..(now.saturating_add(1), ""))?.take(max) {
             let (k, _) = entry?;
             let (at, addr) = k.value();
             if at <= now {
@@ -581,8 +590,8 @@ fn purge_in(tx: &WriteTransaction, max: usize, now: u64, events: &mut Vec<PeerEv
         out
     };
     for addr in &expired {
-        if let Some(rec) = get_record(tx, addr)? {
-            delete_in(tx, addr, &rec)?;
+        if let Some(rec) = t.get(addr)? {
+            delete_in(t, addr, &rec)?;
             events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
         }
     }
@@ -590,26 +599,21 @@ fn purge_in(tx: &WriteTransaction, max: usize, now: u64, events: &mut Vec<PeerEv
 }
 
 /// Deletes a registration from every table, moving the last slot into its hole.
-fn delete_in(tx: &WriteTransaction, addr: &str, rec: &PeerRecord) -> Result<(), Error> {
-    tx.open_table(PEERS)?.remove(addr)?;
-    tx.open_table(EXPIRY)?.remove((rec.expires_at_ms, addr))?;
-    let mut meta = tx.open_table(META)?;
-    let count = read_count(&meta)?;
-    let last = count.saturating_sub(1);
-    let mut slots = tx.open_table(SLOTS)?;
+fn delete_in(t: &mut Tables<'_>, addr: &str, rec: &PeerRecord) -> Result<(), Error> {
+    t.peers.remove(addr)?;
+    t.expiry.remove((rec.expires_at_ms, addr))?;
+    let last = read_count(&t.meta)?.saturating_sub(1);
     if rec.slot != last {
-        let moved = slots.get(last)?.map(|v| v.value().to_string());
+        let moved = t.slots.get(last)?.map(|v| v.value().to_string());
         if let Some(moved) = moved {
-            slots.insert(rec.slot, moved.as_str())?;
-            drop(slots);
-            if let Some(mut moved_rec) = get_record(tx, &moved)? {
+            t.slots.insert(rec.slot, moved.as_str())?;
+            if let Some(mut moved_rec) = t.get(&moved)? {
                 moved_rec.slot = rec.slot;
-                put_record(tx, &moved, &moved_rec)?;
+                t.put(&moved, &moved_rec)?;
             }
-            slots = tx.open_table(SLOTS)?;
         }
     }
-    slots.remove(last)?;
-    meta.insert(COUNT, last)?;
+    t.slots.remove(last)?;
+    t.meta.insert(COUNT, last)?;
     Ok(())
 }
