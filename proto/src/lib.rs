@@ -5,6 +5,9 @@
 //! # Layout
 //! - [`bootstrap`] / [`node`]: generated messages, clients and servers.
 //! - [`address`]: parsing and validating `host:port` peer addresses.
+//! - [`dial`]: the one way every client builds a channel to a server.
+//! - [`clock`]: time as a dependency (system or manual).
+//! - [`work`]: cumulative chain work as messages carry it.
 //! - [`identity`]: ed25519 key files shared by nodes and `p2pctl`.
 //! - [`signing`]: signed Register / Remove payloads and node ids.
 //! - [`serving`]: what both servers serve besides their own service
@@ -12,9 +15,12 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 
 pub mod address;
+pub mod clock;
+pub mod dial;
 pub mod identity;
 pub mod serving;
 pub mod signing;
+pub mod work;
 
 /// `p2p.bootstrap.v1`: the registry service.
 pub mod bootstrap {

@@ -1,4 +1,5 @@
-//! Wall-clock time as a dependency, so lease expiry can be tested without waiting.
+//! Wall-clock time as a dependency, so expiry, backoff and timestamp rules
+//! can be tested (and simulated) without waiting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +15,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix_ms(&self) -> u64 {
-        p2p_proto::unix_ms_now()
+        crate::unix_ms_now()
     }
 }
 
@@ -29,10 +30,18 @@ impl ManualClock {
     pub fn advance_ms(&self, ms: u64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
+    pub fn set_ms(&self, unix_ms: u64) {
+        self.0.store(unix_ms, Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {
     fn now_unix_ms(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// The clock a server uses unless told otherwise.
+pub fn system() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
 }
