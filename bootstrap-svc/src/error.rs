@@ -1,6 +1,12 @@
 //! The bootstrap service's errors and their one mapping to gRPC status codes.
 
+use std::sync::Arc;
+
 use tonic::{Code, Status};
+
+/// What broke underneath a storage error; shared, so one failed group
+/// commit can answer every request in it with the same cause.
+pub type StorageFault = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Everything a bootstrap request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -21,14 +27,25 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the bootstrap server is shutting down; retry against another one")]
     ShuttingDown,
-    /// The registry store failed; the request was not applied.
+    /// The registry store failed; the request was not applied. The cause
+    /// is the source.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[source] StorageFault),
 }
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
         Error::InvalidArgument { field, reason: reason.to_string() }
+    }
+
+    /// A storage error with a cause of its own.
+    pub(crate) fn storage(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Storage(Arc::new(cause))
+    }
+
+    /// A storage error known only by its description.
+    pub(crate) fn storage_msg(what: impl Into<String>) -> Self {
+        Error::storage(std::io::Error::other(what.into()))
     }
 }
 
@@ -36,7 +53,7 @@ macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.to_string())
+                Error::storage(e)
             }
         }
     )*};
@@ -61,5 +78,18 @@ impl From<Error> for Status {
             Error::Storage(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_keep_their_cause() {
+        let e = Error::from(redb::StorageError::Io(std::io::Error::other("disk full")));
+        let source = std::error::Error::source(&e).expect("the redb error is the source");
+        assert!(source.to_string().contains("disk full"), "{source}");
+        assert_eq!(Status::from(e).code(), Code::Internal);
     }
 }

@@ -6,18 +6,25 @@
 //!
 //! # Layout
 //! - [`server::run`]: the entry point; takes a bound listener and a shutdown token.
-//! - [`service`]: the gRPC service: validation, signatures, rate limits.
-//! - [`registry`]: the redb store with group commit, paging and sampling.
+//! - [`service`]: the gRPC service: validation, rate limits, then the store.
+//! - [`auth`]: the access rules (signatures, time window, ownership,
+//!   replay), pure and property-tested; checked before the writer where they
+//!   need only the request, inside the store's write where they need the record.
+//! - [`store`]: the [`store::PeerStore`] trait and its redb implementation
+//!   (`store::redb`: tables, group-committing writer, paging and sampling).
 //! - [`lease`]: pure lease arithmetic.
-//! - [`config`], [`clock`], [`error`].
+//! - [`config`], [`error`]; time comes from `p2p_proto::clock`.
 
-pub mod clock;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod lease;
-pub mod registry;
 pub mod server;
 pub mod service;
+pub mod store;
+
+/// Time as a dependency (shared with the node): tests use a manual clock.
+pub use p2p_proto::clock;
 
 pub use config::Config;
 pub use error::Error;

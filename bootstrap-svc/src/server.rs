@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::registry::Registry;
 use crate::service::BootstrapService;
+use crate::store::PeerStore;
+use crate::store::redb::RedbStore;
 
 /// Most expired leases deleted in one purge transaction.
 const PURGE_BATCH: usize = 10_000;
@@ -20,18 +21,18 @@ const PURGE_BATCH: usize = 10_000;
 /// then drains requests, ends WatchPeers streams and closes the store.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Storage(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+        .map_err(|e| Error::storage_msg(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let path = config.data_dir.join("registry.redb");
     let opened = std::time::Instant::now();
     let registry = {
         let (path, clock, buffer) = (path.clone(), config.clock.clone(), config.watch_buffer);
-        let r = tokio::task::spawn_blocking(move || Registry::open(&path, clock, buffer))
+        let r = tokio::task::spawn_blocking(move || RedbStore::open(&path, clock, buffer))
             .await
-            .map_err(|e| Error::Storage(e.to_string()))??;
-        Arc::new(r)
+            .map_err(Error::storage)??;
+        Arc::new(r) as Arc<dyn PeerStore>
     };
     let count = registry.count().await?;
-    let local = listener.local_addr().map_err(|e| Error::Storage(e.to_string()))?;
+    let local = listener.local_addr().map_err(Error::storage)?;
     tracing::info!(%local, path = %path.display(), registrations = count, open_ms = opened.elapsed().as_millis() as u64, "bootstrap registry serving");
 
     let config = Arc::new(config);
@@ -41,7 +42,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let (reporter, health) = p2p_proto::serving::health();
     reporter.set_serving::<BootstrapServer<BootstrapService>>().await;
     let (reflection_v1, reflection_v1alpha) =
-        p2p_proto::serving::reflection().map_err(|e| Error::Storage(format!("reflection: {e}")))?;
+        p2p_proto::serving::reflection().map_err(|e| Error::storage_msg(format!("reflection: {e}")))?;
 
     let served = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
@@ -54,14 +55,13 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 
     shutdown.cancel();
     let _ = purge.await;
-    let closing = registry.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    registry.close().await;
     tracing::info!("bootstrap registry stopped");
-    served.map_err(|e| Error::Storage(format!("server failed: {e}")))
+    served.map_err(|e| Error::storage_msg(format!("server failed: {e}")))
 }
 
 async fn purge_loop(
-    registry: Arc<Registry>,
+    registry: Arc<dyn PeerStore>,
     service: BootstrapService,
     config: Arc<Config>,
     shutdown: CancellationToken,

@@ -1,5 +1,5 @@
-//! `p2p.bootstrap.v1.Bootstrap`: request validation, authentication and rate
-//! limiting in front of the [`Registry`].
+//! `p2p.bootstrap.v1.Bootstrap`: request validation, authentication (the
+//! rules of [`crate::auth`]) and rate limiting in front of a [`PeerStore`].
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -14,22 +14,21 @@ use p2p_proto::bootstrap::{
     GetPeersRequest, GetPeersResponse, PeerEvent, PeerEventKind, RegisterRequest, RegisterResponse, RemoveRequest,
     RemoveResponse, WatchPeersRequest,
 };
-use p2p_proto::signing::{self, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, RegisterFields};
 use crate::config::Config;
 use crate::error::Error;
-use crate::lease;
-use crate::registry::{RegisterCmd, Registry, RemoveCmd};
+use crate::store::{PeerStore, RegisterCmd, RemoveCmd};
 
 /// The gRPC service. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BootstrapService {
-    registry: Arc<Registry>,
+    registry: Arc<dyn PeerStore>,
     config: Arc<Config>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     watchers: Arc<Semaphore>,
@@ -37,7 +36,7 @@ pub struct BootstrapService {
 }
 
 impl BootstrapService {
-    pub fn new(registry: Arc<Registry>, config: Arc<Config>, shutdown: CancellationToken) -> Self {
+    pub fn new(registry: Arc<dyn PeerStore>, config: Arc<Config>, shutdown: CancellationToken) -> Self {
         let limiter =
             NonZeroU32::new(config.register_per_minute).map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
         let watchers = Arc::new(Semaphore::new(config.max_watchers));
@@ -65,22 +64,12 @@ impl BootstrapService {
         })
     }
 
-    /// Checks that a signed timestamp is present and within the window.
-    fn check_timestamp(&self, ts: u64) -> Result<(), Error> {
-        if ts == 0 {
-            return Err(Error::invalid("timestamp_unix_ms", "is required with a signature"));
-        }
-        let now = self.registry.now_ms();
-        let window = self.config.signature_window.as_millis() as u64;
-        if !lease::is_fresh(ts, now, window) {
-            return Err(Error::PermissionDenied(format!(
-                "timestamp_unix_ms {ts} is {:.1}s away from the server's clock; signed requests must be within {}s \
-                 (check the client's clock, then sign a new request)",
-                ts.abs_diff(now) as f64 / 1000.0,
-                window / 1000
-            )));
-        }
-        Ok(())
+    fn now_ms(&self) -> u64 {
+        self.config.clock.now_unix_ms()
+    }
+
+    fn window_ms(&self) -> u64 {
+        self.config.signature_window.as_millis() as u64
     }
 }
 
@@ -105,55 +94,18 @@ impl Bootstrap for BootstrapService {
         self.check_rate(ip)?;
         let req = request.into_inner();
         let address = canonical_address("address", &req.address)?;
-        let public_key = if req.public_key.is_empty() {
-            if !req.signature.is_empty() {
-                return Err(Error::invalid("public_key", "is required to check the signature").into());
-            }
-            if self.config.require_signatures {
-                return Err(Error::Unauthenticated(
-                    "this server only accepts signed registrations: set public_key, timestamp_unix_ms and signature \
-                     (`p2pctl bootstrap register --key FILE` does)"
-                        .into(),
-                )
-                .into());
-            }
-            None
-        } else {
-            if req.public_key.len() != PUBLIC_KEY_LEN {
-                return Err(Error::invalid(
-                    "public_key",
-                    format!("must be {PUBLIC_KEY_LEN} bytes (ed25519), got {}", req.public_key.len()),
-                )
-                .into());
-            }
-            if req.signature.len() != SIGNATURE_LEN {
-                return Err(Error::invalid(
-                    "signature",
-                    format!(
-                        "must be {SIGNATURE_LEN} bytes (ed25519) when public_key is set, got {}",
-                        req.signature.len()
-                    ),
-                )
-                .into());
-            }
-            self.check_timestamp(req.timestamp_unix_ms)?;
-            let payload = signing::register_payload(&address, &req.public_key, req.ttl_seconds, req.timestamp_unix_ms);
-            signing::verify(&req.public_key, &payload, &req.signature).map_err(|e| match e {
-                signing::SignatureError::KeyInvalid => Error::invalid("public_key", e),
-                _ => Error::PermissionDenied(format!("{e} (sign the canonical address {address:?})")),
-            })?;
-            Some(req.public_key)
+        let fields = RegisterFields {
+            address: &address,
+            public_key: &req.public_key,
+            signature: &req.signature,
+            ttl_seconds: req.ttl_seconds,
+            timestamp_ms: req.timestamp_unix_ms,
         };
+        let claim = auth::check_register(&fields, self.config.require_signatures, self.now_ms(), self.window_ms())?;
         let ttl = self.config.lease.grant(req.ttl_seconds);
         let out = self
             .registry
-            .register(RegisterCmd {
-                address: address.clone(),
-                public_key,
-                signed_ts_ms: req.timestamp_unix_ms,
-                ttl_secs: ttl,
-                client_ip: ip_label(ip),
-            })
+            .register(RegisterCmd { address: address.clone(), claim, ttl_secs: ttl, client_ip: ip_label(ip) })
             .await?;
         tracing::info!(peer = %address, created = out.created, ttl, node_id = %out.peer.node_id, "register");
         let verb = if out.created { "registered" } else { "refreshed" };
@@ -196,16 +148,7 @@ impl Bootstrap for BootstrapService {
         let ip = client_ip(&request);
         let req = request.into_inner();
         let address = canonical_address("address", &req.address)?;
-        if !req.signature.is_empty() {
-            if req.signature.len() != SIGNATURE_LEN {
-                return Err(Error::invalid(
-                    "signature",
-                    format!("must be {SIGNATURE_LEN} bytes (ed25519), got {}", req.signature.len()),
-                )
-                .into());
-            }
-            self.check_timestamp(req.timestamp_unix_ms)?;
-        }
+        auth::check_remove(&req.signature, req.timestamp_unix_ms, self.now_ms(), self.window_ms())?;
         let removed = self
             .registry
             .remove(RemoveCmd {
@@ -229,15 +172,18 @@ impl Bootstrap for BootstrapService {
                 self.config.max_watchers
             ))
         })?;
-        let registry = self.registry.clone();
+        let clock = self.config.clock.clone();
         let events = BroadcastStream::new(self.registry.subscribe()).map(move |item| {
             // The permit lives as long as the stream.
             let _permit = &permit;
             Ok(match item {
                 Ok(ev) => ev,
-                Err(BroadcastStreamRecvError::Lagged(missed)) => {
-                    PeerEvent { kind: PeerEventKind::Lagged as i32, peer: None, missed, at_unix_ms: registry.now_ms() }
-                }
+                Err(BroadcastStreamRecvError::Lagged(missed)) => PeerEvent {
+                    kind: PeerEventKind::Lagged as i32,
+                    peer: None,
+                    missed,
+                    at_unix_ms: clock.now_unix_ms(),
+                },
             })
         });
         // End the stream on shutdown, or graceful shutdown would wait on it forever.

@@ -1,0 +1,78 @@
+//! Where registrations live: the [`PeerStore`] trait the service talks to,
+//! and its implementations ([`redb`]: one machine, group-committed). Every
+//! store applies the [`crate::auth`] rules inside its write, and answers a
+//! write only once it is durable.
+
+pub mod redb;
+
+use p2p_proto::bootstrap::{Peer, PeerEvent};
+use tokio::sync::broadcast;
+
+use crate::auth::SignedClaim;
+use crate::error::Error;
+
+/// A Register whose fields and signature the service already checked.
+#[derive(Debug, Clone)]
+pub struct RegisterCmd {
+    /// Canonical address.
+    pub address: String,
+    /// The verified key ownership claim, if the request was signed.
+    pub claim: Option<SignedClaim>,
+    pub ttl_secs: u32,
+    pub client_ip: String,
+}
+
+/// What a Register did.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub created: bool,
+    pub peer: Peer,
+}
+
+/// A Remove; its signature (if any) is checked by the store against the
+/// stored key ([`crate::auth::may_remove`]).
+#[derive(Debug, Clone)]
+pub struct RemoveCmd {
+    pub address: String,
+    pub timestamp_ms: u64,
+    pub signature: Vec<u8>,
+    pub client_ip: String,
+}
+
+/// One page of peers.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub peers: Vec<Peer>,
+    /// Address to continue after, when there may be more.
+    pub next_after: Option<String>,
+    pub total: u64,
+}
+
+/// The registry's storage, as the gRPC service sees it.
+#[tonic::async_trait]
+pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates or refreshes a registration; returns once it is durable.
+    async fn register(&self, cmd: RegisterCmd) -> Result<Registered, Error>;
+
+    /// Removes a registration; `Ok(false)` when there was none to remove.
+    async fn remove(&self, cmd: RemoveCmd) -> Result<bool, Error>;
+
+    /// Deletes up to `max` expired registrations; returns how many.
+    async fn purge_expired(&self, max: usize) -> Result<usize, Error>;
+
+    /// Registrations held, including expired ones not yet purged.
+    async fn count(&self) -> Result<u64, Error>;
+
+    /// Up to `limit` live peers with addresses after `after`, in address
+    /// order, scanning a bounded number of entries.
+    async fn page(&self, after: Option<String>, limit: usize, exclude: Option<String>) -> Result<Page, Error>;
+
+    /// A uniform random sample of up to `limit` live peers (and the total).
+    async fn sample(&self, limit: usize, exclude: Option<String>) -> Result<(Vec<Peer>, u64), Error>;
+
+    /// Changes committed from now on.
+    fn subscribe(&self) -> broadcast::Receiver<PeerEvent>;
+
+    /// Applies what is queued, then closes the storage.
+    async fn close(&self);
+}

@@ -1,0 +1,229 @@
+//! The registry's single writer thread: applies queued writes in batches,
+//! one transaction and one fsync for all the operations that arrived while
+//! the previous commit was running (group commit), and answers each only
+//! after the commit is durable.
+
+use std::sync::Arc;
+
+use ::redb::{Database, ReadableTable};
+use p2p_proto::bootstrap::{Peer, PeerEvent, PeerEventKind};
+use p2p_proto::clock::Clock;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::tables::{PeerRecord, Tables};
+use crate::auth::{self, RemoveAttempt};
+use crate::error::Error;
+use crate::lease;
+use crate::store::{RegisterCmd, Registered, RemoveCmd};
+
+/// Most operations folded into one write transaction (one fsync).
+pub(super) const MAX_BATCH: usize = 1024;
+
+pub(super) enum WriteOp {
+    Register(RegisterCmd, oneshot::Sender<Result<Registered, Error>>),
+    Remove(RemoveCmd, oneshot::Sender<Result<bool, Error>>),
+    Purge(usize, oneshot::Sender<Result<usize, Error>>),
+}
+
+/// Runs until every sender is gone.
+pub(super) fn run(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<WriteOp>,
+    events: broadcast::Sender<PeerEvent>,
+    clock: Arc<dyn Clock>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let ops = batch.len();
+        let (replies, outcome) = apply_batch(&db, batch, clock.now_unix_ms());
+        match &outcome {
+            Ok(_) => tracing::trace!(ops, "registry batch committed"),
+            Err(e) => tracing::error!(error = %e, ops, "registry batch failed; nothing in it was applied"),
+        }
+        // Replies go out only after the commit is durable.
+        for reply in replies {
+            reply(outcome.as_ref().err());
+        }
+        for ev in outcome.unwrap_or_default() {
+            // No subscribers is fine: events are a courtesy, the store is the truth.
+            let _ = events.send(ev);
+        }
+    }
+    tracing::debug!("registry writer stopped");
+}
+
+/// Answers one op: with its own result, or with the batch's storage failure.
+type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+fn reply_with<T: Send + 'static>(tx: oneshot::Sender<Result<T, Error>>, result: Result<T, Error>) -> Reply {
+    Box::new(move |batch_failed| {
+        let _ = tx.send(match batch_failed {
+            None => result,
+            Some(e) => Err(same_failure(e)),
+        });
+    })
+}
+
+/// The storage error `e` again, for another request of the same batch.
+fn same_failure(e: &Error) -> Error {
+    match e {
+        Error::Storage(cause) => Error::Storage(cause.clone()),
+        other => Error::storage_msg(other.to_string()),
+    }
+}
+
+fn reply_with_failure(op: WriteOp, e: &Error) -> Reply {
+    let e = same_failure(e);
+    match op {
+        WriteOp::Register(_, r) => reply_with(r, Err(e)),
+        WriteOp::Remove(_, r) => reply_with(r, Err(e)),
+        WriteOp::Purge(_, r) => reply_with(r, Err(e)),
+    }
+}
+
+/// Runs every op of a batch in one transaction. A request error is that op's
+/// answer; a storage error aborts the transaction and fails every op in it.
+fn apply_batch(db: &Database, batch: Vec<WriteOp>, now: u64) -> (Vec<Reply>, Result<Vec<PeerEvent>, Error>) {
+    let fail_all = |batch: Vec<WriteOp>, e: Error| {
+        let replies = batch.into_iter().map(|op| reply_with_failure(op, &e)).collect();
+        (replies, Err(e))
+    };
+    let mut tx = match db.begin_write() {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(batch, e.into()),
+    };
+    tx.set_quick_repair(true);
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut events = Vec::new();
+    let mut failure: Option<Error> = None;
+    {
+        let mut t = match Tables::open(&tx) {
+            Ok(t) => t,
+            Err(e) => return fail_all(batch, e),
+        };
+        for op in batch {
+            if let Some(e) = &failure {
+                replies.push(reply_with_failure(op, e));
+                continue;
+            }
+            let reply = match op {
+                WriteOp::Register(cmd, r) => apply_one(r, register(&mut t, &cmd, now, &mut events), &mut failure),
+                WriteOp::Remove(cmd, r) => apply_one(r, remove(&mut t, &cmd, now, &mut events), &mut failure),
+                WriteOp::Purge(max, r) => apply_one(r, purge(&mut t, max, now, &mut events), &mut failure),
+            };
+            replies.push(reply);
+        }
+    }
+    let committed = match failure {
+        Some(e) => Err(e),
+        None => tx.commit().map_err(Error::from),
+    };
+    (replies, committed.map(|()| events))
+}
+
+fn apply_one<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, Error>>,
+    result: Result<T, Error>,
+    failure: &mut Option<Error>,
+) -> Reply {
+    if let Err(e @ Error::Storage(_)) = &result {
+        *failure = Some(same_failure(e));
+    }
+    reply_with(reply, result)
+}
+
+fn event(kind: PeerEventKind, peer: Peer, now: u64) -> PeerEvent {
+    PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now }
+}
+
+fn register(t: &mut Tables<'_>, cmd: &RegisterCmd, now: u64, events: &mut Vec<PeerEvent>) -> Result<Registered, Error> {
+    let addr = cmd.address.as_str();
+    let expires = lease::expires_at(now, cmd.ttl_secs);
+    // An expired lease is gone, even if not purged yet: the address is free.
+    let existing = match t.get(addr)? {
+        Some(rec) if lease::is_live(rec.expires_at_ms, now) => Some(rec),
+        Some(stale) => {
+            t.delete(addr, &stale)?;
+            events.push(event(PeerEventKind::Expired, stale.to_peer(addr), now));
+            None
+        }
+        None => None,
+    };
+    let (rec, created) = match existing {
+        Some(mut rec) => {
+            auth::may_register(&rec.owner(), cmd.claim.as_ref(), addr)?;
+            if let Some(claim) = &cmd.claim {
+                // Signed refresh, or an unsigned registration claimed by a key.
+                rec.public_key = claim.public_key.clone();
+                rec.last_signed_ts_ms = claim.timestamp_ms;
+            }
+            t.expiry.remove((rec.expires_at_ms, addr))?;
+            rec.expires_at_ms = expires;
+            rec.last_seen_ms = now;
+            rec.registrant_ip = cmd.client_ip.clone();
+            (rec, false)
+        }
+        None => {
+            let slot = t.add_slot(addr)?;
+            let rec = PeerRecord {
+                public_key: cmd.claim.as_ref().map(|c| c.public_key.clone()).unwrap_or_default(),
+                registered_at_ms: now,
+                last_seen_ms: now,
+                expires_at_ms: expires,
+                slot,
+                last_signed_ts_ms: cmd.claim.as_ref().map(|c| c.timestamp_ms).unwrap_or(0),
+                registrant_ip: cmd.client_ip.clone(),
+            };
+            (rec, true)
+        }
+    };
+    t.put(addr, &rec)?;
+    t.expiry.insert((rec.expires_at_ms, addr), ())?;
+    let peer = rec.to_peer(addr);
+    let kind = if created { PeerEventKind::Joined } else { PeerEventKind::Refreshed };
+    events.push(event(kind, peer.clone(), now));
+    Ok(Registered { created, peer })
+}
+
+fn remove(t: &mut Tables<'_>, cmd: &RemoveCmd, now: u64, events: &mut Vec<PeerEvent>) -> Result<bool, Error> {
+    let addr = cmd.address.as_str();
+    let Some(rec) = t.get(addr)? else { return Ok(false) };
+    if !lease::is_live(rec.expires_at_ms, now) {
+        t.delete(addr, &rec)?;
+        events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+        return Ok(false);
+    }
+    let attempt =
+        RemoveAttempt { timestamp_ms: cmd.timestamp_ms, signature: &cmd.signature, client_ip: &cmd.client_ip };
+    auth::may_remove(&rec.owner(), &attempt, addr)?;
+    t.delete(addr, &rec)?;
+    events.push(event(PeerEventKind::Left, rec.to_peer(addr), now));
+    Ok(true)
+}
+
+fn purge(t: &mut Tables<'_>, max: usize, now: u64, events: &mut Vec<PeerEvent>) -> Result<usize, Error> {
+    let expired: Vec<String> = {
+        let mut out = Vec::new();
+        for entry in t.expiry.range::<(u64, &str)>(..(now.saturating_add(1), ""))?.take(max) {
+            let (k, _) = entry?;
+            let (at, addr) = k.value();
+            if at <= now {
+                out.push(addr.to_string());
+            }
+        }
+        out
+    };
+    for addr in &expired {
+        if let Some(rec) = t.get(addr)? {
+            t.delete(addr, &rec)?;
+            events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+        }
+    }
+    Ok(expired.len())
+}
