@@ -102,14 +102,19 @@ impl Stats {
     }
 }
 
-/// Runs `count` calls of `call(i)` with `concurrency` in flight.
-async fn measure<F, Fut>(count: u64, concurrency: usize, call: F) -> Stats
+/// Runs `count` calls of `call(i)` with `concurrency` in flight; `bar`
+/// (if any) advances with each call.
+async fn measure<F, Fut>(count: u64, concurrency: usize, bar: Option<&indicatif::ProgressBar>, call: F) -> Stats
 where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Result<(), Status>>,
 {
     let start = Instant::now();
-    let results: Vec<(Duration, Result<(), Status>)> = futures::stream::iter(0..count)
+    // Microseconds, 3 significant digits: percentiles without keeping every sample.
+    let mut latencies = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut errors = 0u64;
+    let mut first_error = None;
+    let mut results = futures::stream::iter(0..count)
         .map(|i| {
             let fut = call(i);
             async move {
@@ -118,23 +123,21 @@ where
                 (t.elapsed(), r)
             }
         })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let elapsed = start.elapsed();
-    let mut lat: Vec<Duration> = results.iter().filter(|(_, r)| r.is_ok()).map(|(d, _)| *d).collect();
-    lat.sort();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied();
-    let first_error =
-        results.iter().find_map(|(_, r)| r.as_ref().err().map(|e| format!("{:?}: {}", e.code(), e.message())));
-    Stats {
-        ok: lat.len() as u64,
-        errors: count - lat.len() as u64,
-        elapsed,
-        p50: pct(0.50).unwrap_or_default(),
-        p99: pct(0.99).unwrap_or_default(),
-        first_error,
+        .buffer_unordered(concurrency);
+    while let Some((took, r)) = results.next().await {
+        match r {
+            Ok(()) => latencies.saturating_record(took.as_micros() as u64),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+            }
+        }
+        if let Some(bar) = bar {
+            bar.inc(1);
+        }
     }
+    let pct = |p: f64| Duration::from_micros(latencies.value_at_quantile(p));
+    Stats { ok: latencies.len(), errors, elapsed: start.elapsed(), p50: pct(0.50), p99: pct(0.99), first_error }
 }
 
 fn address(i: u64) -> String {
@@ -176,7 +179,9 @@ async fn bootstrap(
     let real = clients(&endpoint, conns).await?;
     if peers > 0 {
         eprintln!("registering {peers} peers with {concurrency} in flight…");
-        let pre = measure(peers, concurrency, |i| register(&real, i)).await;
+        let bar = crate::bench_node::progress(peers, "registering");
+        let pre = measure(peers, concurrency, Some(&bar), |i| register(&real, i)).await;
+        bar.finish_and_clear();
         if let Some(e) = &pre.first_error {
             anyhow::bail!("preloading failed ({} errors), first: {e}", pre.errors);
         }
@@ -198,7 +203,7 @@ async fn bootstrap(
         [("registry", endpoint.as_str(), &real, peers), ("no-op", "in-process", &noop, 0)]
     {
         for op in [Op::RegisterNew, Op::RegisterRefresh, Op::Page, Op::Random] {
-            let s = measure(requests, concurrency, |i| op.call(clients, offset, peers, i)).await;
+            let s = measure(requests, concurrency, None, |i| op.call(clients, offset, peers, i)).await;
             if let Some(e) = &s.first_error {
                 eprintln!("{} against {name}: {} errors, first: {e}", op.name(), s.errors);
             }

@@ -4,16 +4,19 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tonic::transport::{Channel, Endpoint};
+use p2p_proto::dial::DialSettings;
+use tonic::transport::Channel;
+
+/// A person is waiting: fail a dead endpoint quickly, let a long call finish.
+const CLI: DialSettings = DialSettings::new(Duration::from_secs(5), Duration::from_secs(30));
 
 /// Connects to `endpoint` (a `what` server), failing with a message that says
 /// which endpoint and why.
 pub async fn channel(what: &str, endpoint: &str) -> anyhow::Result<Channel> {
     let url = p2p_proto::address::grpc_url(endpoint);
-    let ep = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("{endpoint:?} is not a valid {what} endpoint (expected host:port)"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30));
+    let ep = CLI
+        .endpoint(endpoint)
+        .with_context(|| format!("{endpoint:?} is not a valid {what} endpoint (expected host:port)"))?;
     ep.connect().await.map_err(|e| anyhow::anyhow!("cannot connect to the {what} at {url}: {}", causes(&e)))
 }
 

@@ -15,7 +15,7 @@ use p2p_proto::node::{
 };
 use serde_json::json;
 
-use node_svc::node::work_from_bytes;
+use p2p_proto::work::from_bytes as work_from_bytes;
 
 use crate::connect;
 use crate::output::{Table, print_json, relative};

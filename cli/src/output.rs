@@ -1,40 +1,31 @@
-//! Output for people (aligned tables) and for scripts (`--json`).
+//! Output for people (aligned tables, by comfy-table) and for scripts (`--json`).
 
-use std::fmt::Write as _;
+use comfy_table::{ColumnConstraint, presets};
 
-/// A plain text table with left-aligned columns.
+/// A plain text table: left-aligned columns, no borders.
 #[derive(Debug)]
 pub struct Table {
-    headers: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
+    inner: comfy_table::Table,
 }
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
-        Table { headers: headers.to_vec(), rows: Vec::new() }
+        let mut inner = comfy_table::Table::new();
+        inner.load_preset(presets::NOTHING).remove_style(comfy_table::TableComponent::VerticalLines);
+        inner.set_header(headers.to_vec());
+        for column in inner.column_iter_mut() {
+            column.set_padding((0, 2));
+            column.set_constraint(ColumnConstraint::ContentWidth);
+        }
+        Table { inner }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.inner.add_row(cells);
     }
 
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
-            let parts: Vec<String> = cells.zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-            let _ = writeln!(out, "{}", parts.join("  ").trim_end());
-        };
-        line(&mut out, &mut self.headers.iter().copied());
-        for row in &self.rows {
-            line(&mut out, &mut row.iter().map(String::as_str));
-        }
-        out
+        self.inner.lines().map(|l| format!("{}\n", l.trim())).collect()
     }
 
     pub fn print(&self) {

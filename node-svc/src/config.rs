@@ -1,7 +1,10 @@
 //! Node configuration, independent of how it was parsed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use p2p_proto::clock::Clock;
 
 use crate::chain::NetworkParams;
 
@@ -45,6 +48,12 @@ pub struct NodeConfig {
     pub peer_exchange_every: u32,
     /// Peers returned by peer exchange (Node.GetPeers) at most.
     pub max_exchange_peers: u32,
+    /// Source of time for timestamps, bans and backoff; tests and a
+    /// simulator substitute a manual clock.
+    pub clock: Arc<dyn Clock>,
+    /// Seed of the node's random choices (gossip targets, samples, jitter,
+    /// mining start nonce); None draws one from the OS.
+    pub rng_seed: Option<u64>,
 }
 
 impl NodeConfig {
@@ -68,6 +77,8 @@ impl NodeConfig {
             target_outbound: 16,
             peer_exchange_every: 5,
             max_exchange_peers: 100,
+            clock: p2p_proto::clock::system(),
+            rng_seed: None,
         }
     }
 }

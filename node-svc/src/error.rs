@@ -1,4 +1,4 @@
-//! The node's errors and their one mapping to gRPC status codes.
+//! The node's errors, by cause, and their one mapping to gRPC status codes.
 
 use tonic::{Code, Status};
 
@@ -12,15 +12,21 @@ pub enum Error {
     /// A request field is missing, oversized or malformed.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    /// The caller is banned for misbehaviour.
+    #[error("{address} is banned for sending invalid blocks; try again later")]
+    Banned { address: String },
+    /// The other side is on another network (its genesis differs).
+    #[error("different network: our genesis is {ours}, yours is {theirs}")]
+    WrongNetwork { ours: String, theirs: String },
+    /// A peer we depended on failed or broke off (a sync source, a stream).
+    #[error("peer {peer}: {reason}")]
+    PeerUnavailable { peer: String, reason: String },
     /// The request cannot be served in the node's current state.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The caller is banned for misbehaviour.
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// The chain store failed.
+    /// The chain store failed; the underlying error is the source.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Storage(#[from] StoreError),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -39,11 +45,41 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::InvalidBlock(_) | Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::Store(_) | Error::Internal(_) => Code::Internal,
+            Error::Banned { .. } => Code::PermissionDenied,
+            Error::WrongNetwork { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::PeerUnavailable { .. } => Code::Unavailable,
+            Error::Storage(StoreError::WrongNetwork { .. }) => Code::FailedPrecondition,
+            Error::Storage(_) | Error::Internal(_) => Code::Internal,
             Error::ShuttingDown => Code::Unavailable,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_keep_their_cause() {
+        let io = redb::StorageError::Io(std::io::Error::other("disk full"));
+        let e = Error::from(StoreError::from(io));
+        let source = std::error::Error::source(&e).expect("the redb error is the source");
+        assert!(source.to_string().contains("disk full"), "{source}");
+        assert_eq!(Status::from(e).code(), Code::Internal);
+    }
+
+    #[test]
+    fn each_cause_has_its_code() {
+        let cases = [
+            (Error::Banned { address: "a:1".into() }, Code::PermissionDenied),
+            (Error::WrongNetwork { ours: "a".into(), theirs: "b".into() }, Code::FailedPrecondition),
+            (Error::PeerUnavailable { peer: "p:1".into(), reason: "gone".into() }, Code::Unavailable),
+            (Error::invalid("block", "is required"), Code::InvalidArgument),
+            (Error::ShuttingDown, Code::Unavailable),
+        ];
+        for (e, code) in cases {
+            assert_eq!(Status::from(e).code(), code);
+        }
     }
 }

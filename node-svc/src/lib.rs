@@ -3,28 +3,48 @@
 //!
 //! # Layout
 //! - [`server::spawn`] / [`server::run`]: entry points taking a bound listener and a shutdown token.
-//! - [`node`]: the node's shared state and its behaviour (gossip, sync, mining, heartbeats).
-//! - [`service`]: the `p2p.node.v1.Node` gRPC service.
+//! - [`node`]: [`NodeHandle`], the node's identity and shared parts, cheap to clone.
+//! - [`service`]: the `p2p.node.v1.Node` gRPC service (validation, then the handle).
+//! - [`import`]: blocks from outside (SendBlock, BroadcastBlockchain) and penalties.
+//! - [`miner`]: MineBlock, proof of work off the async workers.
+//! - [`gossip`]: a task relaying each new tip it hears of from the chain's events.
+//! - [`sync`]: the [`sync::Syncer`] task and the [`sync::SyncHandle`] that asks it to sync.
+//! - [`heartbeat`]: pinging peers, and answering their pings.
+//! - [`pex`]: peer exchange, asking and answering.
 //! - [`membership`]: registering with and learning peers from the bootstrap.
-//! - [`attribution`]: believing a request's claimed sender only when it matches the connection.
-//! - [`peers`]: the peer table (states, scores, bans, backoff, limits).
-//! - [`peer_cache`]: known-good peers on disk, for rejoining without the bootstrap.
-//! - [`chain`]: block format, proof of work, validation, fork choice, storage.
-//! - [`chain_handle`]: the thread that owns the writable chain.
-//! - [`config`], [`error`].
+//! - [`peers`]: the pure peer table, the dialer, the peer cache, attribution.
+//! - [`chain`]: block format, proof of work, validation, fork choice, storage,
+//!   and the actor thread that owns the writable chain.
+//! - [`convert`]: every protobuf <-> domain conversion.
+//! - [`metrics`], [`config`], [`error`]; [`testkit`] (feature `test-utils`).
+//!
+//! # Event flow
+//! Importers ([`import`], [`sync`], [`miner`]) hand blocks to the chain
+//! actor with their [`chain::Origin`]. After each commit that moved the tip
+//! the actor publishes [`chain::ChainEvent`]s (`Reorg`, then `TipChanged`);
+//! [`gossip`] subscribes and relays, skipping the peer the block came from.
+//! Heartbeats and orphans ask the [`sync::Syncer`] to sync through its handle.
 
-pub mod attribution;
 pub mod chain;
-pub mod chain_handle;
 pub mod config;
+pub mod convert;
 pub mod error;
+pub mod gossip;
+pub mod heartbeat;
+pub mod import;
 pub mod membership;
+pub mod metrics;
+pub mod miner;
 pub mod node;
-pub mod peer_cache;
 pub mod peers;
+pub mod pex;
 pub mod server;
 pub mod service;
+pub mod sync;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testkit;
 
 pub use config::NodeConfig;
 pub use error::Error;
+pub use node::NodeHandle;
 pub use server::{RunningNode, run, spawn};

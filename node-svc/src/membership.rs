@@ -2,53 +2,54 @@
 //! the lease ends, learn peers from GetPeers and WatchPeers, fail over
 //! between bootstrap servers with backoff, and deregister on shutdown.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
 use p2p_proto::bootstrap::{GetPeersRequest, PeerEventKind, WatchPeersRequest};
 use p2p_proto::node::PeerSource;
 use p2p_proto::signing::{signed_register, signed_remove};
-use p2p_proto::unix_ms_now;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::node::Node;
+use crate::metrics::Stats;
+use crate::node::NodeHandle;
 
 /// Peers asked of the bootstrap per GetPeers.
 const DISCOVER_LIMIT: u32 = 64;
-
-fn endpoint(address: &str) -> Result<Endpoint, String> {
-    Endpoint::from_shared(p2p_proto::address::grpc_url(address))
-        .map(|e| e.connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(10)))
-        .map_err(|e| format!("bad bootstrap address {address:?}: {e}"))
-}
+/// First retry delay after a bootstrap fails.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// Runs until shutdown, then removes this node from every bootstrap.
-pub(crate) async fn membership_loop(node: Node) {
+pub(crate) async fn run(node: NodeHandle) {
     let bootstraps = node.config().bootstrap.clone();
     if bootstraps.is_empty() {
         return;
     }
     let refresh = Duration::from_secs(u64::from(node.config().register_ttl_secs / 3).max(1));
     let shutdown = node.shutdown_token().clone();
+    // Capped at the refresh interval: a bootstrap that comes back (even
+    // empty) has us registered again within one interval.
+    let retries = ExponentialBuilder::new()
+        .with_min_delay(FIRST_RETRY.min(refresh))
+        .with_max_delay(refresh)
+        .with_jitter()
+        .with_jitter_seed(node.random_u64())
+        .without_max_times();
+    let mut backoff = retries.build();
     let mut attempt = 0usize;
-    let mut backoff = Duration::from_millis(250);
     while !shutdown.is_cancelled() {
         let address = &bootstraps[attempt % bootstraps.len()];
         match session(&node, address, refresh).await {
             Ok(()) => break,
             Err(e) => {
-                node.raw_stats().bootstrap_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(bootstrap = %address, error = %e, retry_in_ms = backoff.as_millis() as u64, "bootstrap unavailable");
+                Stats::add(&node.counters().bootstrap_failures, 1);
+                let delay = backoff.next().unwrap_or(refresh);
+                tracing::warn!(bootstrap = %address, error = %e, retry_in_ms = delay.as_millis() as u64, "bootstrap unavailable");
                 attempt += 1;
-                let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 2));
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff + jitter) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                // Capped at the refresh interval: a bootstrap that comes back
-                // (even empty) has us registered again within one interval.
-                backoff = (backoff * 2).min(refresh);
             }
         }
     }
@@ -57,9 +58,8 @@ pub(crate) async fn membership_loop(node: Node) {
 
 /// One connection to one bootstrap: returns Ok on shutdown, Err when the
 /// bootstrap fails (the caller moves on to the next one).
-async fn session(node: &Node, address: &str, refresh: Duration) -> Result<(), String> {
-    let channel = endpoint(address)?.connect().await.map_err(|e| format!("connect: {e}"))?;
-    let mut client = BootstrapClient::new(channel);
+async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<(), String> {
+    let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?);
     register(node, &mut client).await?;
     discover(node, &mut client).await?;
     let mut events = client
@@ -93,15 +93,15 @@ async fn session(node: &Node, address: &str, refresh: Duration) -> Result<(), St
     }
 }
 
-async fn register(node: &Node, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
-    let req = signed_register(node.key(), &node.config().advertise, node.config().register_ttl_secs, unix_ms_now());
+async fn register(node: &NodeHandle, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
+    let req = signed_register(node.key(), &node.config().advertise, node.config().register_ttl_secs, node.now_ms());
     let resp = client.register(req).await.map_err(|s| format!("Register: {:?}: {}", s.code(), s.message()))?;
-    node.raw_stats().bootstrap_registrations.fetch_add(1, Ordering::Relaxed);
+    Stats::add(&node.counters().bootstrap_registrations, 1);
     tracing::debug!(message = %resp.get_ref().message, "registered with bootstrap");
     Ok(())
 }
 
-async fn discover(node: &Node, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
+async fn discover(node: &NodeHandle, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
     let req = GetPeersRequest {
         limit: DISCOVER_LIMIT,
         exclude_address: node.config().advertise.clone(),
@@ -116,11 +116,11 @@ async fn discover(node: &Node, client: &mut BootstrapClient<Channel>) -> Result<
 }
 
 /// The book's ch. 8.4: leave the registry on the way out (signed, best effort).
-async fn deregister(node: &Node, bootstraps: &[String]) {
+async fn deregister(node: &NodeHandle, bootstraps: &[String]) {
     for address in bootstraps {
         let attempt = async {
-            let channel = endpoint(address)?.connect().await.map_err(|e| e.to_string())?;
-            let req = signed_remove(node.key(), &node.config().advertise, unix_ms_now());
+            let channel = node.dialer().bootstrap(address).await?;
+            let req = signed_remove(node.key(), &node.config().advertise, node.now_ms());
             BootstrapClient::new(channel).remove(req).await.map_err(|s| s.message().to_string())
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {

@@ -1,5 +1,6 @@
-//! Starting and stopping a node: identity, chain store, background tasks and
-//! the gRPC server, all tied to one shutdown token.
+//! Starting and stopping a node: identity, chain store, background tasks
+//! (gossip, sync, heartbeats, membership) and the gRPC server, all tied to
+//! one shutdown token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,19 +12,22 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::Chain;
-use crate::chain_handle::ChainHandle;
+use crate::chain::{Chain, ChainHandle};
 use crate::config::NodeConfig;
 use crate::error::Error;
-use crate::membership::membership_loop;
-use crate::node::Node;
-use crate::peer_cache::PeerCache;
+use crate::node::{NodeHandle, Parts};
+use crate::peers::PeerCache;
 use crate::service::NodeService;
+use crate::sync::{SyncHandle, Syncer};
+use crate::{gossip, heartbeat, membership};
+
+/// Largest message the node's service accepts or sends.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// A node serving in the background.
 #[derive(Debug)]
 pub struct RunningNode {
-    pub node: Node,
+    pub node: NodeHandle,
     pub local_addr: SocketAddr,
     task: JoinHandle<Result<(), Error>>,
     chain_thread: std::thread::JoinHandle<()>,
@@ -59,7 +63,7 @@ pub async fn spawn(
     let chain = tokio::task::spawn_blocking(move || Chain::open(&path, params))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-    let (handle, chain_thread) = ChainHandle::spawn(chain)?;
+    let (chain, chain_thread) = ChainHandle::spawn(chain, config.clock.clone())?;
     let cache_path = config.data_dir.join("peers.redb");
     let (peer_cache, cached) = tokio::task::spawn_blocking(move || {
         let cache = PeerCache::open(&cache_path)?;
@@ -68,7 +72,17 @@ pub async fn spawn(
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    let node = Node::new(config.clone(), key, handle, Arc::new(peer_cache), shutdown.clone());
+    // Subscribed before anything can be accepted, so gossip misses no tip.
+    let events = chain.subscribe();
+    let (sync, sync_requests) = SyncHandle::new();
+    let node = NodeHandle::new(Parts {
+        config: config.clone(),
+        key,
+        chain,
+        peer_cache: Arc::new(peer_cache),
+        sync,
+        shutdown: shutdown.clone(),
+    });
     let tip = node.chain().tip().await?;
     let local_addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     tracing::info!(
@@ -86,15 +100,19 @@ pub async fn spawn(
         tracing::info!(peers = cached.len(), "loaded cached peers");
     }
 
-    let heartbeat = tokio::spawn(node.clone().heartbeat_loop());
-    let membership = tokio::spawn(membership_loop(node.clone()));
+    let background = [
+        tokio::spawn(gossip::run(node.clone(), events)),
+        tokio::spawn(Syncer::new(node.clone(), sync_requests).run()),
+        tokio::spawn(heartbeat::run(node.clone())),
+        tokio::spawn(membership::run(node.clone())),
+    ];
     let (reporter, health) = p2p_proto::serving::health();
     reporter.set_serving::<NodeServer<NodeService>>().await;
     let (reflection_v1, reflection_v1alpha) =
         p2p_proto::serving::reflection().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let service = NodeServer::new(NodeService::new(node.clone()))
-        .max_decoding_message_size(16 * 1024 * 1024)
-        .max_encoding_message_size(16 * 1024 * 1024);
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let server = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
         .add_service(health)
@@ -105,8 +123,9 @@ pub async fn spawn(
     let task = tokio::spawn(async move {
         let served = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled()).await;
         shutdown.cancel();
-        let _ = heartbeat.await;
-        let _ = membership.await;
+        for t in background {
+            let _ = t.await;
+        }
         task_node.tasks().close();
         task_node.tasks().wait().await;
         tracing::info!(node_id = task_node.node_id(), "node stopped");

@@ -1,4 +1,4 @@
-//! `p2p.node.v1.Node`: request validation in front of [`Node`].
+//! `p2p.node.v1.Node`: request validation in front of [`NodeHandle`].
 
 use std::pin::Pin;
 
@@ -6,16 +6,15 @@ use futures::{Stream, StreamExt};
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
     Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
-    GetStatusRequest, GetStatusResponse, MineBlockRequest, MineBlockResponse, PeerSource, PingRequest, PingResponse,
+    GetStatusRequest, GetStatusResponse, MineBlockRequest, MineBlockResponse, PingRequest, PingResponse,
     SendBlockRequest, SendBlockResponse,
 };
-use p2p_proto::unix_ms_now;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::chain::{self, Hash};
+use crate::chain::{Hash, validate};
+use crate::convert;
 use crate::error::Error;
-use crate::node::{Node, work_bytes, work_from_bytes};
-use crate::peers::PeerTip;
+use crate::node::NodeHandle;
 
 /// Most locator hashes accepted (a locator for 2^64 blocks needs ~74).
 const MAX_LOCATOR: usize = 128;
@@ -25,25 +24,12 @@ const READ_CHUNK: usize = 100;
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct NodeService {
-    node: Node,
+    node: NodeHandle,
 }
 
 impl NodeService {
-    pub fn new(node: Node) -> Self {
+    pub fn new(node: NodeHandle) -> Self {
         NodeService { node }
-    }
-}
-
-impl NodeService {
-    fn pong(&self, tip: &crate::chain::Tip, genesis: [u8; 32]) -> PingResponse {
-        PingResponse {
-            node_id: self.node.node_id().to_string(),
-            height: tip.height,
-            tip_hash: tip.hash.to_vec(),
-            cumulative_work: work_bytes(tip.work),
-            genesis_hash: genesis.to_vec(),
-            timestamp_unix_ms: unix_ms_now(),
-        }
     }
 }
 
@@ -57,19 +43,9 @@ impl NodeRpc for NodeService {
         let block = req.block.ok_or_else(|| Error::invalid("block", "is required"))?;
         let sender = self.node.verified_sender(req.sender.as_ref(), remote).await;
         let handled = self.node.receive_block(block, sender).await?;
-        let message = match handled.outcome {
-            p2p_proto::node::BlockOutcome::Appended => "appended to the main chain and forwarded",
-            p2p_proto::node::BlockOutcome::Duplicate => "already known; not forwarded again",
-            p2p_proto::node::BlockOutcome::Orphan => "parent unknown; kept while the missing blocks are fetched",
-            p2p_proto::node::BlockOutcome::SideBranch => {
-                "stored on a side branch with no more work than the main chain"
-            }
-            p2p_proto::node::BlockOutcome::Reorg => "its branch has the most work: the main chain was reorganised",
-            p2p_proto::node::BlockOutcome::Unspecified => "",
-        };
         Ok(Response::new(SendBlockResponse {
             outcome: handled.outcome as i32,
-            message: message.into(),
+            message: convert::outcome_message(handled.outcome).into(),
             height: handled.tip.height,
             tip_hash: handled.tip.hash.to_vec(),
         }))
@@ -79,8 +55,7 @@ impl NodeRpc for NodeService {
         &self,
         request: Request<Streaming<PbBlock>>,
     ) -> Result<Response<BroadcastBlockchainResponse>, Status> {
-        let stream = request.into_inner();
-        let offer = self.node.receive_chain(stream).await?;
+        let offer = self.node.receive_chain(request.into_inner()).await?;
         Ok(Response::new(offer))
     }
 
@@ -104,7 +79,7 @@ impl NodeRpc for NodeService {
             let locator: Vec<Hash> = req
                 .locator
                 .iter()
-                .map(|h| chain::validate::hash_field("locator", h))
+                .map(|h| validate::hash_field("locator", h))
                 .collect::<Result<_, _>>()
                 .map_err(Error::from)?;
             self.node.chain().read(move |r| r.fork_point(&locator)).await?
@@ -123,7 +98,7 @@ impl NodeRpc for NodeService {
                     Ok(blocks) => {
                         let n = blocks.len();
                         let items: Vec<Result<PbBlock, Status>> =
-                            blocks.iter().map(|b| Ok(chain::to_proto(b))).collect();
+                            blocks.iter().map(|b| Ok(convert::block_to_proto(b))).collect();
                         let left = if n < take { 0 } else { left - n };
                         Some((futures::stream::iter(items), (next + n as u64, left)))
                     }
@@ -143,7 +118,7 @@ impl NodeRpc for NodeService {
             address: config.advertise.clone(),
             height: tip.height,
             tip_hash: tip.hash.to_vec(),
-            cumulative_work: work_bytes(tip.work),
+            cumulative_work: p2p_proto::work::to_bytes(tip.work),
             genesis_hash: self.node.chain().genesis_hash().to_vec(),
             peer_count: self.node.peers().active_count() as u32,
             network: config.network.name.clone(),
@@ -154,55 +129,19 @@ impl NodeRpc for NodeService {
     }
 
     async fn get_peers(&self, request: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
-        let max = self.node.config().max_exchange_peers;
-        let limit = match request.into_inner().limit {
-            0 => max,
-            n => n.min(max),
-        } as usize;
-        let peers = self.node.peers().sample(limit).iter().map(|p| p.to_info()).collect();
+        let peers = self.node.peers_to_share(request.into_inner().limit);
         Ok(Response::new(GetPeersResponse { peers }))
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let remote = request.remote_addr();
-        let req = request.into_inner();
-        let genesis = self.node.chain().genesis_hash();
-        if !req.genesis_hash.is_empty() && req.genesis_hash != genesis {
-            return Err(Error::FailedPrecondition(format!(
-                "different network: our genesis is {}, yours is {}",
-                hex::encode(genesis),
-                hex::encode(&req.genesis_hash)
-            ))
-            .into());
-        }
-        let tip = self.node.chain().tip().await?;
-        if let Some(sender) = req.sender.as_ref().filter(|s| !s.address.is_empty()) {
-            let address =
-                p2p_proto::address::canonicalize(&sender.address).map_err(|e| Error::invalid("sender.address", e))?;
-            if self.node.verified_sender(Some(sender), remote).await.is_none() {
-                // Answer, but neither learn nor trust an address we cannot tie to this connection.
-                return Ok(Response::new(self.pong(&tip, genesis)));
-            }
-            let their_work = work_from_bytes(&req.cumulative_work);
-            self.node.peers().learn(&address, PeerSource::Inbound, Some(&sender.node_id));
-            let peer_tip = PeerTip {
-                node_id: sender.node_id.clone(),
-                height: req.height,
-                tip: req.tip_hash.clone(),
-                work: their_work,
-            };
-            self.node.peers().alive(&address, peer_tip, unix_ms_now());
-            if their_work > tip.work {
-                self.node.request_sync(&address);
-            }
-        }
-        Ok(Response::new(self.pong(&tip, genesis)))
+        Ok(Response::new(self.node.handle_ping(request.into_inner(), remote).await?))
     }
 
     async fn mine_block(&self, request: Request<MineBlockRequest>) -> Result<Response<MineBlockResponse>, Status> {
         let mined = self.node.mine(request.into_inner().data).await?;
         Ok(Response::new(MineBlockResponse {
-            block: Some(chain::to_proto(&mined.block)),
+            block: Some(convert::block_to_proto(&mined.block)),
             outcome: mined.outcome as i32,
             attempts: mined.attempts,
             elapsed_ms: mined.elapsed.as_millis() as u64,

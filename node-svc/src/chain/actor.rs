@@ -1,20 +1,67 @@
 //! The chain actor: one thread owns the writable [`Chain`]; everything else
 //! sends it blocks through a [`ChainHandle`] and reads through a
 //! [`ChainReader`] on the blocking pool, so storage never runs on the async
-//! workers.
+//! workers. After each commit that moved the tip it publishes
+//! [`ChainEvent`]s on a broadcast channel: gossip (and later the mempool
+//! and metrics) subscribe instead of being called by every importer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use p2p_proto::clock::Clock;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::chain::{Accepted, Block, BlockError, Chain, ChainReader, StoreError, Tip};
+use super::{Accepted, Applied, Block, BlockError, Chain, ChainReader, Hash, StoreError, Tip};
 use crate::error::Error;
+
+/// Events buffered per subscriber; a slower one is told it lagged.
+const EVENT_BUFFER: usize = 1024;
+
+/// Where blocks handed to the chain came from: decides whom gossip skips
+/// and whether a tip is announced at once or when a bulk import ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Mined by this node.
+    Local,
+    /// Gossiped by a peer (its canonical address), or anonymously.
+    Gossip { from: Option<String> },
+    /// Downloaded from this peer while syncing.
+    Sync { from: String },
+    /// Offered through BroadcastBlockchain.
+    Broadcast,
+}
+
+impl Origin {
+    /// The peer that already has these blocks, if known.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            Origin::Gossip { from: Some(p) } | Origin::Sync { from: p } => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Part of a bulk import (sync or a broadcast chain), whose final tip is
+    /// announced once when the import ends rather than batch by batch.
+    pub fn is_bulk(&self) -> bool {
+        matches!(self, Origin::Sync { .. } | Origin::Broadcast)
+    }
+}
+
+/// What the chain tells its subscribers, after the change is durable.
+#[derive(Debug, Clone)]
+pub enum ChainEvent {
+    /// The main chain was reorganised (published before the matching
+    /// `TipChanged`); both lists in height order.
+    Reorg { removed: Vec<Hash>, added: Vec<Hash> },
+    /// The main chain has a new tip.
+    TipChanged { block: Arc<Block>, origin: Origin },
+}
 
 type Verdicts = Result<Vec<Result<Accepted, BlockError>>, StoreError>;
 
 struct AcceptCmd {
     blocks: Vec<Block>,
+    origin: Origin,
     reply: oneshot::Sender<Verdicts>,
 }
 
@@ -23,36 +70,54 @@ struct AcceptCmd {
 pub struct ChainHandle {
     tx: mpsc::Sender<AcceptCmd>,
     reader: ChainReader,
+    events: broadcast::Sender<ChainEvent>,
     orphans: Arc<AtomicUsize>,
-    genesis_hash: [u8; 32],
+    genesis_hash: Hash,
 }
 
 impl ChainHandle {
     /// Starts the actor thread; it stops when every handle is dropped.
-    pub fn spawn(mut chain: Chain) -> Result<(Self, std::thread::JoinHandle<()>), Error> {
+    pub fn spawn(mut chain: Chain, clock: Arc<dyn Clock>) -> Result<(Self, std::thread::JoinHandle<()>), Error> {
         let (tx, mut rx) = mpsc::channel::<AcceptCmd>(256);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let reader = chain.reader();
         let genesis_hash = chain.genesis().hash;
         let orphans = Arc::new(AtomicUsize::new(0));
-        let count = orphans.clone();
+        let (count, publish) = (orphans.clone(), events.clone());
         let thread = std::thread::Builder::new()
             .name("chain".into())
             .spawn(move || {
                 while let Some(cmd) = rx.blocking_recv() {
-                    let result = chain.accept(cmd.blocks, p2p_proto::unix_ms_now());
+                    let result = chain.accept_batch(cmd.blocks, clock.now_unix_ms());
                     count.store(chain.orphan_count(), Ordering::Relaxed);
+                    let result = result.map(|applied| {
+                        let Applied { verdicts, new_tip, reorgs } = applied;
+                        for r in reorgs {
+                            // No subscriber is fine: events are a courtesy, the store is the truth.
+                            let _ = publish.send(ChainEvent::Reorg { removed: r.removed, added: r.added });
+                        }
+                        if let Some(block) = new_tip {
+                            let _ = publish.send(ChainEvent::TipChanged { block: Arc::new(block), origin: cmd.origin });
+                        }
+                        verdicts
+                    });
                     let _ = cmd.reply.send(result);
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start chain thread: {e}")))?;
-        Ok((ChainHandle { tx, reader, orphans, genesis_hash }, thread))
+        Ok((ChainHandle { tx, reader, events, orphans, genesis_hash }, thread))
     }
 
     /// Offers blocks in order; one verdict each (plus connected orphans).
-    pub async fn accept(&self, blocks: Vec<Block>) -> Result<Vec<Result<Accepted, BlockError>>, Error> {
+    pub async fn accept(&self, blocks: Vec<Block>, origin: Origin) -> Result<Vec<Result<Accepted, BlockError>>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(AcceptCmd { blocks, reply }).await.map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(AcceptCmd { blocks, origin, reply }).await.map_err(|_| Error::ShuttingDown)?;
         Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
+    }
+
+    /// Events of every commit from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChainEvent> {
+        self.events.subscribe()
     }
 
     /// Runs a read on the blocking pool.
@@ -75,7 +140,7 @@ impl ChainHandle {
         self.orphans.load(Ordering::Relaxed)
     }
 
-    pub fn genesis_hash(&self) -> [u8; 32] {
+    pub fn genesis_hash(&self) -> Hash {
         self.genesis_hash
     }
 }

@@ -8,12 +8,12 @@ use bootstrap_svc::Config;
 use bootstrap_svc::clock::ManualClock;
 use ed25519_dalek::SigningKey;
 use futures::StreamExt;
+use node_svc::testkit::{TestBootstrap, eventually};
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
 use p2p_proto::bootstrap::{
     GetPeersRequest, PeerEvent, PeerEventKind, RegisterRequest, RemoveRequest, WatchPeersRequest,
 };
 use p2p_proto::signing::{signed_register, signed_remove};
-use p2p_tests::{TestBootstrap, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -203,7 +203,7 @@ async fn an_unsigned_registration_can_be_claimed_by_a_key_but_not_removed_by_str
     c.register(reg("node9:3000")).await.unwrap();
 
     // A client on another IP (127.0.0.2) cannot remove it.
-    let channel = p2p_tests::channel_from(&server.endpoint(), "127.0.0.2").await;
+    let channel = node_svc::testkit::channel_from(&server.endpoint(), "127.0.0.2").await;
     let mut stranger = BootstrapClient::new(channel);
     let err = stranger.remove(RemoveRequest { address: "node9:3000".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -391,7 +391,7 @@ async fn register_is_rate_limited_per_client_ip() {
     assert!(err.message().contains("5 per minute"), "{}", err.message());
     // Reads are not limited, and another client IP has its own budget.
     c.get_peers(GetPeersRequest::default()).await.unwrap();
-    let channel = p2p_tests::channel_from(&server.endpoint(), "127.0.0.3").await;
+    let channel = node_svc::testkit::channel_from(&server.endpoint(), "127.0.0.3").await;
     BootstrapClient::new(channel).register(reg("other:1")).await.unwrap();
     server.stop().await;
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use p2p_tests::eventually;
+use node_svc::testkit::eventually;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::grpcurl::tool_available;

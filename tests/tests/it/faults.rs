@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use node_svc::testkit::{TestBootstrap, TestNet, TestNode, all_active, converged, eventually, node_config};
 use p2p_proto::node::{PeerSource, PeerState, PingRequest, Sender};
-use p2p_tests::{TestBootstrap, TestNet, TestNode, all_active, converged, eventually, node_config};
 
 const BITS: u32 = 8;
 const WAIT: Duration = Duration::from_secs(30);
@@ -192,7 +192,7 @@ async fn inbound_limits_hold_under_a_burst_of_new_peers() {
 async fn a_ping_claiming_someone_elses_address_is_answered_but_not_believed() {
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
-    let channel = p2p_tests::channel_from(&node.endpoint(), "127.0.0.2").await;
+    let channel = node_svc::testkit::channel_from(&node.endpoint(), "127.0.0.2").await;
     let mut client = p2p_proto::node::node_client::NodeClient::new(channel);
     let genesis = node.node().chain().genesis_hash().to_vec();
     let pong = client

@@ -5,7 +5,7 @@
 //! missing binary fails the test; elsewhere it is skipped with a message.
 
 use bootstrap_svc::Config;
-use p2p_tests::TestBootstrap;
+use node_svc::testkit::TestBootstrap;
 
 pub fn tool_available(tool: &str, version_arg: &str) -> bool {
     let found = std::process::Command::new(tool).arg(version_arg).output().is_ok_and(|o| o.status.success());

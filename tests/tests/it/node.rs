@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use node_svc::chain::testing::{chain_of, extend};
+use node_svc::testkit::{TestNet, TestNode, converged, eventually, node_config, test_network};
 use p2p_proto::node::{BlockOutcome, GetBlocksRequest, GetStatusRequest, MineBlockRequest, SendBlockRequest, Sender};
-use p2p_tests::{TestNet, TestNode, converged, eventually, node_config, test_network};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -76,7 +76,7 @@ async fn a_late_joiner_syncs_thousands_of_blocks() {
     let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, 4)).await;
     // Load A through BroadcastBlockchain: one stream, thousands of blocks.
     let mut c = a.client().await;
-    let stream = tokio_stream::iter(blocks[1..].iter().map(node_svc::chain::to_proto).collect::<Vec<_>>());
+    let stream = tokio_stream::iter(blocks[1..].iter().map(node_svc::convert::block_to_proto).collect::<Vec<_>>());
     let r = c.broadcast_blockchain(stream).await.unwrap().into_inner();
     assert!(r.adopted, "{}", r.message);
     assert_eq!((r.received, r.stored, r.height), (N as u64, N as u64, N as u64));
@@ -146,14 +146,16 @@ async fn an_orphan_makes_the_receiver_fetch_the_missing_range_from_the_sender() 
     let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, BITS)).await;
     let b = TestNode::start(|addr| node_config(dir_b.path(), addr, None, BITS)).await;
     let mut ca = a.client().await;
-    ca.broadcast_blockchain(tokio_stream::iter(blocks[1..].iter().map(node_svc::chain::to_proto).collect::<Vec<_>>()))
-        .await
-        .unwrap();
+    ca.broadcast_blockchain(tokio_stream::iter(
+        blocks[1..].iter().map(node_svc::convert::block_to_proto).collect::<Vec<_>>(),
+    ))
+    .await
+    .unwrap();
     // B gets only the tip, "from" A: it keeps it as an orphan and fetches the rest from A.
     let mut cb = b.client().await;
     let r = cb
         .send_block(SendBlockRequest {
-            block: Some(node_svc::chain::to_proto(&blocks[10])),
+            block: Some(node_svc::convert::block_to_proto(&blocks[10])),
             sender: Some(Sender { node_id: a.node().node_id().into(), address: a.addr.to_string() }),
         })
         .await
@@ -176,7 +178,7 @@ async fn broadcast_blockchain_adopts_only_a_valid_chain_with_more_work() {
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
     let mut c = node.client().await;
     let to_stream = |bs: &[node_svc::chain::Block]| {
-        tokio_stream::iter(bs.iter().map(node_svc::chain::to_proto).collect::<Vec<_>>())
+        tokio_stream::iter(bs.iter().map(node_svc::convert::block_to_proto).collect::<Vec<_>>())
     };
 
     let r = c.broadcast_blockchain(to_stream(&long[1..])).await.unwrap().into_inner();
@@ -209,7 +211,7 @@ async fn invalid_blocks_get_invalid_argument_and_a_repeat_offender_is_banned() {
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
     let mut c = node.client().await;
     let evil = Sender { node_id: "evil".into(), address: "127.0.0.1:1".into() };
-    let mut tampered = node_svc::chain::to_proto(&blocks[1]);
+    let mut tampered = node_svc::convert::block_to_proto(&blocks[1]);
     tampered.nonce += 1;
     for _ in 0..2 {
         let err = c
@@ -221,7 +223,10 @@ async fn invalid_blocks_get_invalid_argument_and_a_repeat_offender_is_banned() {
     }
     // Banned now: even a valid block from it is refused and never reaches the chain.
     let err = c
-        .send_block(SendBlockRequest { block: Some(node_svc::chain::to_proto(&blocks[1])), sender: Some(evil.clone()) })
+        .send_block(SendBlockRequest {
+            block: Some(node_svc::convert::block_to_proto(&blocks[1])),
+            sender: Some(evil.clone()),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -229,7 +234,7 @@ async fn invalid_blocks_get_invalid_argument_and_a_repeat_offender_is_banned() {
     let banned = node.node().peers().snapshot().into_iter().find(|p| p.address == "127.0.0.1:1").unwrap();
     assert_eq!(banned.state, p2p_proto::node::PeerState::Banned);
     // Malformed fields are named.
-    let mut short_hash = node_svc::chain::to_proto(&blocks[1]);
+    let mut short_hash = node_svc::convert::block_to_proto(&blocks[1]);
     short_hash.prev_hash.truncate(5);
     let err = c.send_block(SendBlockRequest { block: Some(short_hash), sender: None }).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("prev_hash"), "{err:?}");
@@ -248,10 +253,10 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
     let honest = TestNode::start(|addr| node_config(honest_dir.path(), addr, None, BITS)).await;
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
     // The attacker connects from 127.0.0.2 but claims to be the honest node at 127.0.0.1.
-    let channel = p2p_tests::channel_from(&node.endpoint(), "127.0.0.2").await;
+    let channel = node_svc::testkit::channel_from(&node.endpoint(), "127.0.0.2").await;
     let mut attacker = p2p_proto::node::node_client::NodeClient::new(channel);
     let claimed = Sender { node_id: "honest".into(), address: honest.addr.to_string() };
-    let mut tampered = node_svc::chain::to_proto(&blocks[1]);
+    let mut tampered = node_svc::convert::block_to_proto(&blocks[1]);
     tampered.nonce += 1;
     for _ in 0..3 {
         let err = attacker
@@ -267,7 +272,10 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
     // A request from the claimed address (127.0.0.1) is believed and served.
     let mut c = node.client().await;
     let r = c
-        .send_block(SendBlockRequest { block: Some(node_svc::chain::to_proto(&blocks[1])), sender: Some(claimed) })
+        .send_block(SendBlockRequest {
+            block: Some(node_svc::convert::block_to_proto(&blocks[1])),
+            sender: Some(claimed),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use node_svc::testkit::{connect_bootstrap, eventually};
 use p2p_proto::bootstrap::GetPeersRequest;
 use p2p_proto::node::node_client::NodeClient;
 use p2p_proto::node::{GetStatusRequest, MineBlockRequest};
-use p2p_tests::{connect_bootstrap, eventually};
 
 /// Where cargo put the binaries (`cargo test --workspace` builds them).
 fn binary(name: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bootstrap_svc::Config;
-use p2p_tests::{TestBootstrap, TestNode, eventually, node_config};
+use node_svc::testkit::{TestBootstrap, TestNode, eventually, node_config};
 
 #[tokio::test]
 async fn python_grpcio_stubs_call_every_rpc_of_both_services() {

@@ -1,0 +1,145 @@
+//! Heartbeats, both directions: the loop that pings peers (marking replies
+//! and misses, then syncing from the peer with the most work) and the
+//! handler for a peer's Ping. Every few rounds the loop also runs a peer
+//! exchange and saves the known-good peers.
+
+use p2p_proto::node::node_client::NodeClient;
+use p2p_proto::node::{PeerSource, PingRequest, PingResponse};
+
+use crate::convert;
+use crate::error::Error;
+use crate::node::NodeHandle;
+use crate::peers::{BAN_SCORE, PeerTip};
+
+impl NodeHandle {
+    /// Pings every peer that is due; marks replies and misses; then syncs
+    /// from the peer with the most work if it has more than we do.
+    pub async fn heartbeat_round(&self) {
+        let now = self.now_ms();
+        let Ok(tip) = self.chain().tip().await else { return };
+        let genesis = self.chain().genesis_hash();
+        let req = PingRequest {
+            sender: Some(self.sender()),
+            height: tip.height,
+            tip_hash: tip.hash.to_vec(),
+            cumulative_work: p2p_proto::work::to_bytes(tip.work),
+            genesis_hash: genesis.to_vec(),
+        };
+        let timeout = self.config().ping_timeout;
+        let due = self.peers().due_for_ping(now);
+        let pings =
+            due.into_iter().filter_map(|addr| self.dialer().peer(&addr).map(|c| (addr, c))).map(|(addr, channel)| {
+                let req = req.clone();
+                async move {
+                    let mut client = NodeClient::new(channel);
+                    match tokio::time::timeout(timeout, client.ping(req)).await {
+                        Ok(Ok(resp)) => {
+                            let r = resp.into_inner();
+                            if r.genesis_hash != genesis {
+                                self.peers().penalize(&addr, BAN_SCORE, "peer is on another network", self.now_ms());
+                                return;
+                            }
+                            let peer_tip = PeerTip {
+                                node_id: r.node_id,
+                                height: r.height,
+                                tip: r.tip_hash,
+                                work: p2p_proto::work::from_bytes(&r.cumulative_work),
+                            };
+                            self.peers().alive(&addr, peer_tip, self.now_ms());
+                        }
+                        Ok(Err(status)) => {
+                            tracing::debug!(peer = %addr, code = ?status.code(), "ping failed");
+                            self.peers().failed(&addr, self.now_ms());
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %addr, "ping timed out");
+                            self.peers().failed(&addr, self.now_ms());
+                        }
+                    }
+                }
+            });
+        futures::future::join_all(pings).await;
+        if let Some(addr) = self.peers().best_ahead(tip.work) {
+            self.sync().request(&addr);
+        }
+    }
+
+    /// A peer's Ping: check the network, answer with our tip, and (when the
+    /// claimed sender matches the connection) record it and sync if it is ahead.
+    pub async fn handle_ping(
+        &self,
+        req: PingRequest,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<PingResponse, Error> {
+        let genesis = self.chain().genesis_hash();
+        if !req.genesis_hash.is_empty() && req.genesis_hash != genesis {
+            return Err(Error::WrongNetwork { ours: hex::encode(genesis), theirs: hex::encode(&req.genesis_hash) });
+        }
+        let tip = self.chain().tip().await?;
+        let pong = convert::pong(self.node_id(), &tip, genesis, self.now_ms());
+        let Some(sender) = req.sender.as_ref().filter(|s| !s.address.is_empty()) else { return Ok(pong) };
+        let address =
+            p2p_proto::address::canonicalize(&sender.address).map_err(|e| Error::invalid("sender.address", e))?;
+        if self.verified_sender(Some(sender), remote).await.is_none() {
+            // Answer, but neither learn nor trust an address we cannot tie to this connection.
+            return Ok(pong);
+        }
+        let their_work = p2p_proto::work::from_bytes(&req.cumulative_work);
+        self.peers().learn(&address, PeerSource::Inbound, Some(&sender.node_id));
+        let peer_tip = PeerTip {
+            node_id: sender.node_id.clone(),
+            height: req.height,
+            tip: req.tip_hash.clone(),
+            work: their_work,
+        };
+        self.peers().alive(&address, peer_tip, self.now_ms());
+        if their_work > tip.work {
+            self.sync().request(&address);
+        }
+        Ok(pong)
+    }
+
+    /// Writes the known-good peers to disk when the set changed.
+    async fn save_peer_cache(&self, last: &mut Vec<String>) {
+        let good = self.peers().good_peers();
+        let mut addresses: Vec<String> = good.iter().map(|p| p.address.clone()).collect();
+        addresses.sort();
+        if addresses == *last {
+            return;
+        }
+        let cache = self.peer_cache().clone();
+        let (max, now) = (self.config().max_peers, self.now_ms());
+        match tokio::task::spawn_blocking(move || cache.save(&good, now, max)).await {
+            Ok(Ok(())) => *last = addresses,
+            Ok(Err(e)) => tracing::warn!(error = %e, "saving the peer cache failed"),
+            Err(e) => tracing::warn!(error = %e, "peer cache task failed"),
+        }
+    }
+}
+
+/// Heartbeats until shutdown; every few rounds a peer exchange; the
+/// known-good peers are saved whenever they change.
+pub(crate) async fn run(node: NodeHandle) {
+    let mut tick = tokio::time::interval(node.config().ping_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u32 = 0;
+    let mut saved = Vec::new();
+    loop {
+        tokio::select! {
+            _ = node.shutdown_token().cancelled() => {
+                // A clean stop keeps the latest good peers for the next start.
+                node.save_peer_cache(&mut saved).await;
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        node.heartbeat_round().await;
+        round = round.wrapping_add(1);
+        if round.is_multiple_of(node.config().peer_exchange_every.max(1)) {
+            node.exchange_peers().await;
+        }
+        // Channels follow the table: forgotten and evicted peers' go.
+        node.dialer().retain(|a| node.peers().contains(a));
+        node.save_peer_cache(&mut saved).await;
+    }
+}

@@ -1,0 +1,57 @@
+//! Counters for operators and tests. (Prometheus export builds on these.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a node has done since it started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// SendBlock calls received.
+    pub blocks_received: AtomicU64,
+    /// Received blocks that were already known.
+    pub duplicates_received: AtomicU64,
+    /// Blocks newly stored (any source).
+    pub blocks_stored: AtomicU64,
+    /// Blocks refused as invalid.
+    pub invalid_received: AtomicU64,
+    /// SendBlock calls made to peers.
+    pub gossip_sent: AtomicU64,
+    /// Blocks received through GetBlocks while syncing.
+    pub synced_blocks: AtomicU64,
+    /// Successful Register calls to a bootstrap.
+    pub bootstrap_registrations: AtomicU64,
+    /// Bootstrap sessions that failed (unreachable, refused, stream ended).
+    pub bootstrap_failures: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    pub blocks_received: u64,
+    pub duplicates_received: u64,
+    pub blocks_stored: u64,
+    pub invalid_received: u64,
+    pub gossip_sent: u64,
+    pub synced_blocks: u64,
+    pub bootstrap_registrations: u64,
+    pub bootstrap_failures: u64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            blocks_received: l(&self.blocks_received),
+            duplicates_received: l(&self.duplicates_received),
+            blocks_stored: l(&self.blocks_stored),
+            invalid_received: l(&self.invalid_received),
+            gossip_sent: l(&self.gossip_sent),
+            synced_blocks: l(&self.synced_blocks),
+            bootstrap_registrations: l(&self.bootstrap_registrations),
+            bootstrap_failures: l(&self.bootstrap_failures),
+        }
+    }
+}

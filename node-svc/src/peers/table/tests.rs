@@ -1,0 +1,112 @@
+use super::*;
+
+fn limits() -> PeerLimits {
+    PeerLimits {
+        max_peers: 3,
+        max_inbound: 2,
+        target_outbound: 2,
+        max_failures: 2,
+        base_backoff: Duration::from_millis(100),
+    }
+}
+
+fn table() -> PeerTable {
+    PeerTable::new("me:1".into(), "me".into(), limits(), 7)
+}
+
+fn tip(id: &str, work: u128) -> PeerTip {
+    PeerTip { node_id: id.into(), height: 1, tip: vec![1], work }
+}
+
+#[test]
+fn self_and_invalid_addresses_are_never_learned() {
+    let t = table();
+    assert!(!t.learn("me:1", PeerSource::Bootstrap, None));
+    assert!(!t.learn("other:1", PeerSource::Bootstrap, Some("me")));
+    assert!(!t.learn("bad address", PeerSource::Bootstrap, None));
+    assert!(t.learn("a:1", PeerSource::Bootstrap, None));
+    assert!(!t.learn("A:1", PeerSource::Inbound, None), "same canonical address");
+    // Discovered by node id under another address: dropped and remembered.
+    t.alive("a:1", tip("me", 5), 10);
+    assert!(t.snapshot().is_empty());
+    assert!(!t.learn("a:1", PeerSource::Bootstrap, None));
+}
+
+#[test]
+fn misses_make_a_peer_failing_with_backoff_and_a_reply_revives_it() {
+    let t = table();
+    t.learn("a:1", PeerSource::Bootstrap, None);
+    t.alive("a:1", tip("x", 5), 1_000);
+    t.failed("a:1", 2_000);
+    assert_eq!(t.snapshot()[0].state, PeerState::Active);
+    t.failed("a:1", 3_000);
+    let p = &t.snapshot()[0];
+    assert_eq!(p.state, PeerState::Failing);
+    // The base delay plus jitter of up to the delay itself (backon's rule).
+    assert!(p.next_attempt_ms >= 3_100 && p.next_attempt_ms <= 3_200, "{}", p.next_attempt_ms);
+    assert!(t.due_for_ping(3_000).is_empty());
+    assert_eq!(t.due_for_ping(3_200).len(), 1);
+    assert!(t.gossip_targets(None, 8).is_empty(), "failing peers get no gossip");
+    t.alive("a:1", tip("x", 5), 4_000);
+    assert_eq!(t.snapshot()[0].state, PeerState::Active);
+}
+
+#[test]
+fn misbehaviour_bans_until_the_ban_expires() {
+    let t = table();
+    t.learn("a:1", PeerSource::Inbound, None);
+    assert!(!t.penalize("a:1", INVALID_BLOCK_PENALTY, "bad block", 0));
+    assert!(t.penalize("a:1", INVALID_BLOCK_PENALTY, "bad block", 0));
+    assert!(t.is_banned("a:1", 1));
+    t.alive("a:1", tip("x", 5), 2);
+    assert!(t.is_banned("a:1", 3), "a reply does not lift a ban");
+    assert!(!t.is_banned("a:1", BAN_DURATION_MS + 1));
+}
+
+#[test]
+fn the_table_is_bounded_and_evicts_the_least_useful() {
+    let t = table();
+    for a in ["a:1", "b:1", "c:1"] {
+        t.learn(a, PeerSource::Bootstrap, None);
+    }
+    t.alive("a:1", tip("a", 1), 1);
+    t.alive("b:1", tip("b", 1), 1);
+    assert!(t.learn("d:1", PeerSource::Bootstrap, None));
+    let addrs: Vec<_> = t.snapshot().into_iter().map(|p| p.address).collect();
+    assert_eq!(addrs, ["a:1", "b:1", "d:1"], "the never-reached peer made room");
+    t.alive("a:1", tip("a", 9), 2);
+    assert_eq!(t.best_ahead(5).as_deref(), Some("a:1"));
+    assert!(t.best_ahead(9).is_none());
+}
+
+#[test]
+fn inbound_peers_are_capped_and_the_least_useful_one_makes_room() {
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
+    t.learn("in1:1", PeerSource::Inbound, None);
+    t.learn("in2:1", PeerSource::Inbound, None);
+    t.alive("in1:1", tip("1", 1), 5);
+    for i in 3..20 {
+        t.learn(&format!("in{i}:1"), PeerSource::Inbound, None);
+    }
+    let inbound: Vec<String> =
+        t.snapshot().into_iter().filter(|p| p.source == PeerSource::Inbound).map(|p| p.address).collect();
+    assert_eq!(inbound.len(), 2);
+    assert!(inbound.contains(&"in1:1".to_string()), "the working inbound peer is kept: {inbound:?}");
+}
+
+#[test]
+fn outbound_dials_are_bounded_and_spread_over_sources() {
+    let t =
+        PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, target_outbound: 4, ..limits() }, 7);
+    for i in 0..10 {
+        t.learn(&format!("boot{i}:1"), PeerSource::Bootstrap, None);
+    }
+    t.learn("pex1:1", PeerSource::PeerExchange, None);
+    t.learn("pex2:1", PeerSource::PeerExchange, None);
+    t.learn("in1:1", PeerSource::Inbound, None);
+    let dialed: Vec<String> = t.due_for_ping(0);
+    assert_eq!(dialed.len(), 5, "4 outbound + every inbound: {dialed:?}");
+    assert!(dialed.contains(&"in1:1".to_string()));
+    assert_eq!(dialed.iter().filter(|a| a.starts_with("pex")).count(), 2, "{dialed:?}");
+    assert_eq!(dialed.iter().filter(|a| a.starts_with("boot")).count(), 2, "{dialed:?}");
+}
