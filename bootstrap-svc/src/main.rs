@@ -44,6 +44,10 @@ struct Args {
     /// Most concurrent WatchPeers streams.
     #[arg(long, env = "BOOTSTRAP_MAX_WATCHERS", default_value_t = 10_000)]
     max_watchers: usize,
+    /// Write the address actually listened on to this file once bound
+    /// (with `--listen 127.0.0.1:0`, how a script learns the port).
+    #[arg(long, env = "BOOTSTRAP_ADDR_FILE")]
+    addr_file: Option<PathBuf>,
     /// Log one JSON object per line instead of text.
     #[arg(long, env = "BOOTSTRAP_LOG_JSON")]
     log_json: bool,
@@ -79,6 +83,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(path) = &args.addr_file {
+        p2p_proto::serving::write_addr_file(path, listener.local_addr()?)
+            .with_context(|| format!("cannot write the listen address to {}", path.display()))?;
+    }
     let shutdown = p2p_proto::serving::shutdown_on_signal();
     bootstrap_svc::run(listener, config, shutdown).await.context("bootstrap server failed")
 }

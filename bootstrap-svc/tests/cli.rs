@@ -22,6 +22,7 @@ fn help_lists_every_flag_with_its_env_var() {
         ("--signature-window-secs", "BOOTSTRAP_SIGNATURE_WINDOW_SECS"),
         ("--register-per-minute", "BOOTSTRAP_REGISTER_PER_MINUTE"),
         ("--max-watchers", "BOOTSTRAP_MAX_WATCHERS"),
+        ("--addr-file", "BOOTSTRAP_ADDR_FILE"),
         ("--log-json", "BOOTSTRAP_LOG_JSON"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from --help:\n{help}");
@@ -30,7 +31,8 @@ fn help_lists_every_flag_with_its_env_var() {
 
 #[test]
 fn inconsistent_ttl_bounds_are_refused_with_a_message() {
-    let dir = std::env::temp_dir().join(format!("bs-cli-{}", std::process::id()));
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("data");
     let out = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--min-ttl-secs", "100", "--default-ttl-secs", "50", "--data-dir"])
         .arg(&dir)

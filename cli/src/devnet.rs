@@ -18,10 +18,10 @@ pub enum DevnetCmd {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: u16,
-        /// Bootstrap port (nodes use 3001, 3002, …).
+        /// Bootstrap port (nodes use 3001, 3002, …); 0 picks a free one.
         #[arg(long, default_value_t = 4000)]
         bootstrap_port: u16,
-        /// First node port.
+        /// First node port (the others follow it); 0 gives every node a free one.
         #[arg(long, default_value_t = 3001)]
         base_port: u16,
         /// Keep registry, chains and logs here (reused across runs).
@@ -41,6 +41,46 @@ struct Service {
     args: Vec<String>,
     program: PathBuf,
     child: Child,
+}
+
+/// How long a service may take to bind its port.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts `program` and waits for the address it bound (its `--addr-file`),
+/// so ports can be 0 and nothing races for them.
+async fn launch(name: &str, program: &Path, mut args: Vec<String>, dir: &Path) -> anyhow::Result<Service> {
+    let addr_file = dir.join(format!("{name}.addr"));
+    let _ = std::fs::remove_file(&addr_file);
+    let mut launch_args = args.clone();
+    launch_args.extend(["--addr-file".into(), addr_file.display().to_string()]);
+    let mut child = start(program, &launch_args, &dir.join(format!("{name}.log")))?;
+    let started = std::time::Instant::now();
+    let endpoint = loop {
+        if let Ok(text) = std::fs::read_to_string(&addr_file) {
+            break text.trim().to_string();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!(
+                "{name} exited ({status}) before listening; see {}",
+                dir.join(format!("{name}.log")).display()
+            );
+        }
+        anyhow::ensure!(started.elapsed() < START_TIMEOUT, "{name} did not start listening within {START_TIMEOUT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The command that starts it again, on the port it has now.
+    set_flag(&mut args, "--listen", &endpoint);
+    if name != "bootstrap" {
+        set_flag(&mut args, "--advertise", &endpoint);
+    }
+    Ok(Service { name: name.into(), endpoint, args, program: program.to_path_buf(), child })
+}
+
+fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value.to_string(),
+        _ => args.extend([flag.to_string(), value.to_string()]),
+    }
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -68,7 +108,7 @@ fn start(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {}", program.display()))
 }
 
-pub async fn run(cmd: DevnetCmd) -> anyhow::Result<()> {
+pub async fn run(cmd: DevnetCmd, json: bool) -> anyhow::Result<()> {
     let DevnetCmd::Up { nodes, bootstrap_port, base_port, data_dir, difficulty_bits } = cmd;
     let (dir, _temp) = match data_dir {
         Some(d) => (d, None),
@@ -79,27 +119,22 @@ pub async fn run(cmd: DevnetCmd) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir)?;
     let (bootstrap_bin, node_bin) = (sibling("bootstrap-svc")?, sibling("node-svc")?);
-    let baddr = format!("127.0.0.1:{bootstrap_port}");
     let mut services = Vec::new();
-    let bargs: Vec<String> =
-        vec!["--listen".into(), baddr.clone(), "--data-dir".into(), dir.join("bootstrap").display().to_string()];
-    let child = start(&bootstrap_bin, &bargs, &dir.join("bootstrap.log"))?;
-    services.push(Service {
-        name: "bootstrap".into(),
-        endpoint: baddr.clone(),
-        args: bargs,
-        program: bootstrap_bin,
-        child,
-    });
-    // Nodes retry the bootstrap with backoff, so they may start right away.
+    let bargs: Vec<String> = vec![
+        "--listen".into(),
+        format!("127.0.0.1:{bootstrap_port}"),
+        "--data-dir".into(),
+        dir.join("bootstrap").display().to_string(),
+    ];
+    let bootstrap = launch("bootstrap", &bootstrap_bin, bargs, &dir).await?;
+    let baddr = bootstrap.endpoint.clone();
+    services.push(bootstrap);
     for i in 0..nodes {
-        let addr = format!("127.0.0.1:{}", base_port + i);
+        let port = if base_port == 0 { 0 } else { base_port + i };
         let name = format!("node{}", i + 1);
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--listen".into(),
-            addr.clone(),
-            "--advertise".into(),
-            addr.clone(),
+            format!("127.0.0.1:{port}"),
             "--bootstrap".into(),
             baddr.clone(),
             "--difficulty-bits".into(),
@@ -107,27 +142,49 @@ pub async fn run(cmd: DevnetCmd) -> anyhow::Result<()> {
             "--data-dir".into(),
             dir.join(&name).display().to_string(),
         ];
-        let child = start(&node_bin, &args, &dir.join(format!("{name}.log")))?;
-        services.push(Service { name, endpoint: addr, args, program: node_bin.clone(), child });
+        if port != 0 {
+            args.extend(["--advertise".into(), format!("127.0.0.1:{port}")]);
+        }
+        services.push(launch(&name, &node_bin, args, &dir).await?);
     }
 
-    let mut t = Table::new(&["SERVICE", "ENDPOINT", "PID", "LOG"]);
-    for s in &services {
-        t.row(vec![
-            s.name.clone(),
-            s.endpoint.clone(),
-            s.child.id().map(|p| p.to_string()).unwrap_or_default(),
-            dir.join(format!("{}.log", s.name)).display().to_string(),
-        ]);
+    let log = |s: &Service| dir.join(format!("{}.log", s.name)).display().to_string();
+    let restart = |s: &Service| format!("{} {}", s.program.display(), s.args.join(" "));
+    if json {
+        let list: Vec<serde_json::Value> = services
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name, "endpoint": s.endpoint, "pid": s.child.id(), "log": log(s),
+                    "restart": std::iter::once(s.program.display().to_string()).chain(s.args.iter().cloned()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        // One line, so a script can read it before the network stops.
+        println!("{}", serde_json::json!({ "services": list, "data_dir": dir.display().to_string() }));
+    } else {
+        let mut t = Table::new(&["SERVICE", "ENDPOINT", "PID", "LOG"]);
+        for s in &services {
+            t.row(vec![
+                s.name.clone(),
+                s.endpoint.clone(),
+                s.child.id().map(|p| p.to_string()).unwrap_or_default(),
+                log(s),
+            ]);
+        }
+        t.print();
+        println!("\ndata: {}{}", dir.display(), if _temp.is_some() { " (removed on exit)" } else { "" });
+        if let Some(first) = services.get(1) {
+            println!("try:  p2pctl network status   |   p2pctl --node {} node mine hello", first.endpoint);
+        }
+        println!("restart a node by hand with:");
+        for s in services.iter().skip(1) {
+            println!("  {}", restart(s));
+        }
+        println!("Ctrl-C stops everything.");
     }
-    t.print();
-    println!("\ndata: {}{}", dir.display(), if _temp.is_some() { " (removed on exit)" } else { "" });
-    println!("try:  p2pctl network status   |   p2pctl --node {} node mine hello", services[1].endpoint);
-    println!("restart a node by hand with:");
-    for s in services.iter().skip(1) {
-        println!("  {} {}", s.program.display(), s.args.join(" "));
-    }
-    println!("Ctrl-C stops everything.");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
 
     // Report services that die on their own, until Ctrl-C or SIGTERM.
     let mut tick = tokio::time::interval(Duration::from_secs(1));

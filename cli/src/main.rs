@@ -71,7 +71,7 @@ async fn main() {
         Command::Bootstrap(cmd) => bootstrap::run(&cli.bootstrap, cmd, cli.json).await,
         Command::Node(cmd) => node::run(&cli.node, cmd, cli.json).await,
         Command::Network(cmd) => node::network(&cli.bootstrap, cmd, cli.json).await,
-        Command::Devnet(cmd) => devnet::run(cmd).await,
+        Command::Devnet(cmd) => devnet::run(cmd, cli.json).await,
         Command::Health { endpoint, service } => health(&endpoint, service).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     };

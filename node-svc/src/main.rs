@@ -57,6 +57,10 @@ struct Args {
     /// Peers a new block is pushed to (random subset of the usable ones).
     #[arg(long, env = "NODE_GOSSIP_FANOUT", default_value_t = 8)]
     gossip_fanout: usize,
+    /// Write the address actually listened on to this file once bound
+    /// (with `--listen 127.0.0.1:0`, how a script learns the port).
+    #[arg(long, env = "NODE_ADDR_FILE")]
+    addr_file: Option<PathBuf>,
     /// Log one JSON object per line instead of text.
     #[arg(long, env = "NODE_LOG_JSON")]
     log_json: bool,
@@ -75,6 +79,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
+    if let Some(path) = &args.addr_file {
+        p2p_proto::serving::write_addr_file(path, local)
+            .with_context(|| format!("cannot write the listen address to {}", path.display()))?;
+    }
     let advertise = args.advertise.unwrap_or_else(|| format!("127.0.0.1:{}", local.port()));
     let mut config = NodeConfig::new(&args.data_dir, advertise);
     config.bootstrap = args.bootstrap;

@@ -26,6 +26,7 @@ fn help_lists_every_flag_with_its_env_var() {
         ("--max-inbound", "NODE_MAX_INBOUND"),
         ("--target-outbound", "NODE_TARGET_OUTBOUND"),
         ("--gossip-fanout", "NODE_GOSSIP_FANOUT"),
+        ("--addr-file", "NODE_ADDR_FILE"),
         ("--log-json", "NODE_LOG_JSON"),
     ] {
         assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from --help:\n{help}");
@@ -34,7 +35,8 @@ fn help_lists_every_flag_with_its_env_var() {
 
 #[test]
 fn a_bad_advertise_address_is_refused_with_a_message() {
-    let dir = std::env::temp_dir().join(format!("node-cli-{}", std::process::id()));
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("data");
     let out = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--advertise", "no-port-here", "--data-dir"])
         .arg(&dir)
@@ -44,5 +46,4 @@ fn a_bad_advertise_address_is_refused_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid advertise"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -36,12 +36,3 @@ impl DialSettings {
         self.endpoint(target)?.connect().await
     }
 }
-
-/// Writes the address a server actually bound (useful with port 0) to
-/// `path`, atomically (write to a temporary file, then rename), so a reader
-/// never sees half an address.
-pub fn write_listen_addr(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{addr}\n"))?;
-    std::fs::rename(&tmp, path)
-}

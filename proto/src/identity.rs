@@ -62,8 +62,8 @@ mod tests {
 
     #[test]
     fn a_created_key_loads_back_identically() {
-        let dir = std::env::temp_dir().join(format!("p2p-key-test-{}", std::process::id()));
-        let path = dir.join("sub/node.key");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/node.key");
         let (k1, created) = load_or_create(&path).unwrap();
         assert!(created);
         let (k2, created) = load_or_create(&path).unwrap();
@@ -71,6 +71,5 @@ mod tests {
         assert_eq!(k1.to_bytes(), k2.to_bytes());
         std::fs::write(&path, "not hex").unwrap();
         assert!(matches!(load_or_create(&path), Err(KeyFileError::Malformed { .. })));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

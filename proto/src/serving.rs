@@ -81,3 +81,12 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Writes the address a server actually bound (useful with port 0) to
+/// `path`, atomically (a temporary file, then a rename), so a reader polling
+/// for it never sees half an address.
+pub fn write_addr_file(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, path)
+}

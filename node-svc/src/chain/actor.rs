@@ -144,3 +144,84 @@ impl ChainHandle {
         self.genesis_hash
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use p2p_proto::clock::ManualClock;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    use super::*;
+    use crate::chain::testing::{chain_of, extend, params};
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn start(dir: &tempfile::TempDir, clock: &ManualClock) -> ChainHandle {
+        let chain = Chain::open(&dir.path().join("chain.redb"), params()).unwrap();
+        ChainHandle::spawn(chain, Arc::new(clock.clone())).unwrap().0
+    }
+
+    fn next_tip(rx: &mut broadcast::Receiver<ChainEvent>) -> (Hash, Origin) {
+        match rx.try_recv() {
+            Ok(ChainEvent::TipChanged { block, origin }) => (block.hash, origin),
+            other => panic!("expected TipChanged, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_commit_that_moves_the_tip_publishes_it_once_with_its_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let chain = start(&dir, &clock);
+        let mut events = chain.subscribe();
+        let p = params();
+        let blocks = chain_of(&p, 3, NOW - 1000);
+        let from = Origin::Gossip { from: Some("a:1".into()) };
+        chain.accept(blocks[1..].to_vec(), from.clone()).await.unwrap();
+        // One event for the batch: its final tip.
+        assert_eq!(next_tip(&mut events), (blocks[3].hash, from));
+        assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+        // A duplicate or a side branch moves nothing and says nothing.
+        chain.accept(blocks[3..].to_vec(), Origin::Local).await.unwrap();
+        let side = extend(&p, &blocks[..3], 1, NOW - 500, "side");
+        chain.accept(side[3..].to_vec(), Origin::Local).await.unwrap();
+        assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+    }
+
+    #[tokio::test]
+    async fn a_reorg_is_published_with_the_blocks_it_swapped_before_the_new_tip() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let chain = start(&dir, &clock);
+        let p = params();
+        let common = chain_of(&p, 2, NOW - 1000);
+        let a = extend(&p, &common, 2, NOW - 900, "a");
+        let b = extend(&p, &common, 3, NOW - 800, "b");
+        chain.accept(a[1..].to_vec(), Origin::Local).await.unwrap();
+        let mut events = chain.subscribe();
+        let sync = Origin::Sync { from: "b:1".into() };
+        chain.accept(b[3..].to_vec(), sync.clone()).await.unwrap();
+        match events.try_recv() {
+            Ok(ChainEvent::Reorg { removed, added }) => {
+                assert_eq!(removed, vec![a[3].hash, a[4].hash]);
+                assert_eq!(added, vec![b[3].hash, b[4].hash, b[5].hash]);
+            }
+            other => panic!("expected Reorg, got {other:?}"),
+        }
+        assert_eq!(next_tip(&mut events), (b[5].hash, sync));
+    }
+
+    #[tokio::test]
+    async fn the_future_drift_rule_reads_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let chain = start(&dir, &clock);
+        let p = params();
+        // Stamped 10 minutes after our clock: beyond the 2-minute drift.
+        let early = chain_of(&p, 1, NOW + 10 * 60 * 1000);
+        let verdict = chain.accept(early[1..].to_vec(), Origin::Local).await.unwrap().remove(0);
+        assert!(matches!(verdict, Err(BlockError::FromTheFuture { .. })), "{verdict:?}");
+        clock.advance_ms(10 * 60 * 1000);
+        let verdict = chain.accept(early[1..].to_vec(), Origin::Local).await.unwrap().remove(0);
+        assert_eq!(verdict.unwrap().outcome, crate::chain::Outcome::Appended);
+    }
+}

@@ -9,6 +9,7 @@
 pub mod attribution;
 pub mod cache;
 pub mod dialer;
+mod entry;
 pub mod table;
 
 pub use attribution::SenderCheck;

@@ -17,10 +17,6 @@ fn binary(name: &str) -> PathBuf {
     exe.parent().and_then(|d| d.parent()).expect("target dir").join(name)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn p2pctl(args: &[&str]) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(binary("p2pctl")).arg("--json").args(args).output().await.ok()?;
     if !out.status.success() {
@@ -41,41 +37,39 @@ fn alive(pid: u32) -> bool {
 #[tokio::test]
 async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let (bport, base) = (free_port(), free_port());
-    // Nodes need three consecutive ports: take them from 20000-39999, below
-    // the kernel's ephemeral range that the other tests' port-0 binds use.
-    let base = 20000 + base % 20000;
+    // Port 0 everywhere: every service binds a free port itself, so nothing
+    // can take it between choosing and binding.
     let mut devnet = tokio::process::Command::new(binary("p2pctl"))
-        .args(["devnet", "up", "--difficulty-bits", "12"])
-        .args(["--bootstrap-port", &bport.to_string(), "--base-port", &base.to_string(), "--data-dir"])
+        .args(["--json", "devnet", "up", "--difficulty-bits", "12", "--bootstrap-port", "0", "--base-port", "0"])
+        .arg("--data-dir")
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start devnet");
-    // Read the printed table: PIDs and the restart command for node3.
+    // With --json, devnet prints one line describing every service.
     let mut lines = BufReader::new(devnet.stdout.take().unwrap()).lines();
-    let mut pids = std::collections::HashMap::new();
-    let mut node3_cmd = None;
-    while let Ok(Some(line)) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("devnet prints")
-    {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() == 4 && cols[2].parse::<u32>().is_ok() {
-            pids.insert(cols[0].to_string(), cols[2].parse::<u32>().unwrap());
-        }
-        if line.trim_start().contains("node-svc") && line.contains(&format!("127.0.0.1:{}", base + 2)) {
-            node3_cmd = Some(line.split_whitespace().map(str::to_string).collect::<Vec<_>>());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("devnet prints its services")
+        .unwrap()
+        .expect("a line");
+    let printed: serde_json::Value = serde_json::from_str(&line).expect("devnet --json prints JSON");
+    let services = printed["services"].as_array().expect("services");
+    let field = |name: &str, key: &str| -> serde_json::Value {
+        services.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} listed: {printed}"))[key].clone()
+    };
+    let pids: std::collections::HashMap<String, u32> =
+        services.iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["pid"].as_u64().unwrap() as u32)).collect();
     assert_eq!(pids.len(), 4, "bootstrap and three nodes listed: {pids:?}");
-    let node3_cmd = node3_cmd.expect("restart command for node3 printed");
-    let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
-    let bootstrap = format!("127.0.0.1:{bport}");
+    let node3_cmd: Vec<String> =
+        field("node3", "restart").as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    assert!(node3_cmd[0].ends_with("node-svc"), "{node3_cmd:?}");
+    let nodes: Vec<String> =
+        ["node1", "node2", "node3"].iter().map(|n| field(n, "endpoint").as_str().unwrap().to_string()).collect();
+    let bootstrap = field("bootstrap", "endpoint").as_str().unwrap().to_string();
+    assert!(node3_cmd.contains(&nodes[2]), "node3 restarts on the port it had: {node3_cmd:?}");
 
     eventually(Duration::from_secs(60), "three nodes registered", || async {
         let v = p2pctl(&["--bootstrap", &bootstrap, "bootstrap", "peers"]).await?;

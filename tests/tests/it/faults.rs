@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use node_svc::testkit::{TestBootstrap, TestNet, TestNode, all_active, converged, eventually, node_config};
+use node_svc::testkit::{
+    ReservedPort, TestBootstrap, TestNet, TestNode, all_active, converged, eventually, node_config, reserve_port,
+};
 use p2p_proto::node::{PeerSource, PeerState, PingRequest, Sender};
 
 const BITS: u32 = 8;
@@ -77,10 +79,10 @@ async fn a_node_rejoins_from_cached_peers_while_the_bootstrap_is_down() {
 
 #[tokio::test]
 async fn with_every_bootstrap_down_nodes_keep_retrying_and_register_when_one_returns() {
-    // Two bootstrap addresses, neither serving yet.
-    let ports: Vec<std::net::SocketAddr> =
-        (0..2).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()).collect();
-    let endpoints: Vec<String> = ports.iter().map(|a| format!("http://{a}")).collect();
+    // Two bootstrap addresses, neither serving yet: reserved (bound, not
+    // listening), so connections are refused and no other test takes them.
+    let mut ports: Vec<ReservedPort> = (0..2).map(|_| reserve_port()).collect();
+    let endpoints: Vec<String> = ports.iter().map(|p| format!("http://{}", p.addr)).collect();
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
     for d in &dirs {
@@ -104,7 +106,7 @@ async fn with_every_bootstrap_down_nodes_keep_retrying_and_register_when_one_ret
         assert_eq!(n.node().stats().bootstrap_registrations, 0);
     }
     let bdir = tempfile::tempdir().unwrap();
-    let bootstrap = TestBootstrap::start_on(&ports[1].to_string(), bootstrap_config(&bdir)).await;
+    let bootstrap = TestBootstrap::start_with(ports.remove(1).listen(), bootstrap_config(&bdir)).await;
     let client = bootstrap.client().await;
     // Registered again within about one refresh interval (backoff is capped at it).
     eventually(Duration::from_secs(10), "both nodes registered with the returning bootstrap", || {

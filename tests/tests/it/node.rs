@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use node_svc::chain::testing::{chain_of, extend};
-use node_svc::testkit::{TestNet, TestNode, converged, eventually, node_config, test_network};
+use node_svc::testkit::{TestNet, TestNode, converged, eventually, node_config, settled, test_network};
 use p2p_proto::node::{BlockOutcome, GetBlocksRequest, GetStatusRequest, MineBlockRequest, SendBlockRequest, Sender};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -60,10 +60,14 @@ async fn each_node_stores_each_block_once_and_gossip_does_not_loop() {
     // The miner pushes each block to the 3 others (a push may land after a
     // heartbeat-triggered sync delivered the block, so wait for them).
     eventually(WAIT, "every push delivered", || async { (received() >= 3 * BLOCKS).then_some(()) }).await;
+    // Then let everything in flight land: the count must stay put for a
+    // while (several heartbeats), or a loop would still be forwarding.
+    let quiet = net.nodes[0].config.ping_interval * 5;
+    let total = settled(WAIT, quiet, "block deliveries", || async { received() }).await;
     // Each node forwards a block only when it first stores it, to at most
     // 3 peers: 4 nodes x 3 peers x 5 blocks bounds all deliveries. A gossip
     // loop would exceed it.
-    assert!(received() <= 4 * 3 * BLOCKS, "{} deliveries", received());
+    assert!(total <= 4 * 3 * BLOCKS, "{total} deliveries");
     net.stop().await;
 }
 

@@ -28,8 +28,19 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+/// Where a process started with `--addr-file FILE` says it listens; the
+/// file is removed first, so what is read is the new process's.
+fn addr_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.addr"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+async fn bound_addr(path: &std::path::Path) -> String {
+    eventually(Duration::from_secs(30), &format!("{} written", path.display()), || async {
+        std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    })
+    .await
 }
 
 fn spawn(cmd: &mut Command) -> Proc {
@@ -39,24 +50,29 @@ fn spawn(cmd: &mut Command) -> Proc {
 #[tokio::test]
 async fn a_bootstrap_and_three_node_processes_form_a_network() {
     let dir = tempfile::tempdir().unwrap();
-    let bport = free_port();
-    let baddr = format!("127.0.0.1:{bport}");
+    // Every process binds port 0 and reports the port it got.
+    let bfile = addr_file(dir.path(), "bootstrap");
     let _bootstrap = spawn(
         Command::new(binary("bootstrap-svc"))
-            .args(["--listen", &baddr, "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--addr-file"])
+            .arg(&bfile)
+            .arg("--data-dir")
             .arg(dir.path().join("bootstrap")),
     );
+    let baddr = bound_addr(&bfile).await;
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..3 {
-        let addr = format!("127.0.0.1:{}", free_port());
+        let file = addr_file(dir.path(), &format!("node{i}"));
         nodes.push(spawn(
             Command::new(binary("node-svc"))
-                .args(["--listen", &addr, "--advertise", &addr, "--bootstrap", &baddr])
-                .args(["--difficulty-bits", "12", "--ping-interval-ms", "200", "--data-dir"])
+                .args(["--listen", "127.0.0.1:0", "--bootstrap", &baddr])
+                .args(["--difficulty-bits", "12", "--ping-interval-ms", "200", "--addr-file"])
+                .arg(&file)
+                .arg("--data-dir")
                 .arg(dir.path().join(format!("node{i}"))),
         ));
-        addrs.push(addr);
+        addrs.push(bound_addr(&file).await);
     }
     let mut bootstrap = connect_bootstrap(&format!("http://{baddr}")).await;
     eventually(Duration::from_secs(30), "three nodes registered", || {
@@ -95,16 +111,22 @@ async fn a_bootstrap_and_three_node_processes_form_a_network() {
 #[tokio::test]
 async fn every_acknowledged_registration_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let start = || {
-        spawn(
+    let data = dir.path().join("registry");
+    // Each start binds a free port and reports it (no port is given up and re-bound).
+    let start = |name: &str| {
+        let file = addr_file(dir.path(), name);
+        let proc = spawn(
             Command::new(binary("bootstrap-svc"))
-                .args(["--listen", &addr, "--register-per-minute", "0", "--default-ttl-secs", "3600", "--data-dir"])
-                .arg(dir.path()),
-        )
+                .args(["--listen", "127.0.0.1:0", "--register-per-minute", "0", "--default-ttl-secs", "3600"])
+                .arg("--addr-file")
+                .arg(&file)
+                .arg("--data-dir")
+                .arg(&data),
+        );
+        (proc, file)
     };
-    let mut server = start();
-    let client = connect_bootstrap(&format!("http://{addr}")).await;
+    let (mut server, file) = start("first");
+    let client = connect_bootstrap(&format!("http://{}", bound_addr(&file).await)).await;
     // Concurrent registrations (sharing group commits); each Ok is an acknowledgement.
     let acked: Vec<String> = futures::future::join_all((0..500).map(|i| {
         let mut c = client.clone();
@@ -125,8 +147,8 @@ async fn every_acknowledged_registration_survives_kill_9() {
     server.0.wait().unwrap();
     drop(server);
 
-    let _server = start();
-    let mut client = connect_bootstrap(&format!("http://{addr}")).await;
+    let (_server, file) = start("second");
+    let mut client = connect_bootstrap(&format!("http://{}", bound_addr(&file).await)).await;
     let resp = client.get_peers(GetPeersRequest { limit: 1000, ..Default::default() }).await.unwrap().into_inner();
     let stored: std::collections::HashSet<String> = resp.peers.into_iter().map(|p| p.address).collect();
     for a in &acked {

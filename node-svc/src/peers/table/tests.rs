@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 fn limits() -> PeerLimits {
@@ -109,4 +111,25 @@ fn outbound_dials_are_bounded_and_spread_over_sources() {
     assert!(dialed.contains(&"in1:1".to_string()));
     assert_eq!(dialed.iter().filter(|a| a.starts_with("pex")).count(), 2, "{dialed:?}");
     assert_eq!(dialed.iter().filter(|a| a.starts_with("boot")).count(), 2, "{dialed:?}");
+}
+
+#[test]
+fn the_same_seed_makes_the_same_random_choices() {
+    let make = |seed| {
+        let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, seed);
+        for i in 0..30 {
+            t.learn(&format!("p{i}:1"), PeerSource::Bootstrap, None);
+        }
+        t
+    };
+    let (a, b) = (make(42), make(42));
+    for _ in 0..5 {
+        assert_eq!(a.gossip_targets(None, 4), b.gossip_targets(None, 4));
+        let sa: Vec<String> = a.sample(6).into_iter().map(|p| p.address).collect();
+        let sb: Vec<String> = b.sample(6).into_iter().map(|p| p.address).collect();
+        assert_eq!(sa, sb);
+    }
+    let other = make(43);
+    let picks = |t: &PeerTable| (0..5).map(|_| t.gossip_targets(None, 4)).collect::<Vec<_>>();
+    assert_ne!(picks(&make(42)), picks(&other), "another seed chooses differently");
 }
