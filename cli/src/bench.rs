@@ -110,8 +110,10 @@ where
     Fut: std::future::Future<Output = Result<(), Status>>,
 {
     let start = Instant::now();
-    // Microseconds, 3 significant digits: percentiles without keeping every sample.
-    let mut latencies = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    // Microseconds from 1 us to an hour, 3 significant digits: percentiles
+    // without keeping every sample.
+    let mut latencies =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
     let mut errors = 0u64;
     let mut first_error = None;
     let mut results = futures::stream::iter(0..count)

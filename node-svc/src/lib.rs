@@ -16,7 +16,7 @@
 //! - [`chain`]: block format, proof of work, validation, fork choice, storage,
 //!   and the actor thread that owns the writable chain.
 //! - [`convert`]: every protobuf <-> domain conversion.
-//! - [`metrics`], [`config`], [`error`]; [`testkit`] (feature `test-utils`).
+//! - [`metrics`], [`config`], [`error`]; `testkit` (feature `test-utils`): test networks.
 //!
 //! # Event flow
 //! Importers ([`import`], [`sync`], [`miner`]) hand blocks to the chain

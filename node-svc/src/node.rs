@@ -45,7 +45,7 @@ struct Inner {
     peer_cache: Arc<PeerCache>,
     rng: Mutex<StdRng>,
     /// One MineBlock at a time.
-    pub(crate) mining: AsyncMutex<()>,
+    mining: AsyncMutex<()>,
     shutdown: CancellationToken,
     /// Background work (relays, syncs) that shutdown waits for.
     tasks: TaskTracker,

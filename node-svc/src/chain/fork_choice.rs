@@ -4,11 +4,18 @@
 
 use super::block::Hash;
 
-/// What the fork-choice rule needs to know about a chain's head.
+/// The main chain's head, as the rule sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
+pub struct MainHead {
     pub hash: Hash,
-    pub prev_hash: Hash,
+    /// Cumulative work from genesis through the tip.
+    pub work: u128,
+}
+
+/// A newly stored block, as the rule sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub parent: Hash,
     /// Cumulative work from genesis through this block.
     pub work: u128,
 }
@@ -26,10 +33,10 @@ pub enum Choice {
 
 /// Most cumulative work wins; a branch needs strictly more work to replace
 /// the main chain, so ties keep the block seen first.
-pub fn choose(tip: &Head, candidate: &Head) -> Choice {
+pub fn choose(tip: &MainHead, candidate: &Candidate) -> Choice {
     if candidate.work <= tip.work {
         Choice::Keep
-    } else if candidate.prev_hash == tip.hash {
+    } else if candidate.parent == tip.hash {
         Choice::Extend
     } else {
         Choice::Reorg
@@ -41,40 +48,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn head(h: u8, prev: u8, work: u128) -> Head {
-        Head { hash: [h; 32], prev_hash: [prev; 32], work }
+    fn head(h: u8, work: u128) -> MainHead {
+        MainHead { hash: [h; 32], work }
+    }
+
+    fn block(parent: u8, work: u128) -> Candidate {
+        Candidate { parent: [parent; 32], work }
     }
 
     #[test]
     fn the_documented_cases() {
-        let tip = head(1, 0, 10);
-        assert_eq!(choose(&tip, &head(2, 1, 11)), Choice::Extend);
-        assert_eq!(choose(&tip, &head(3, 9, 11)), Choice::Reorg);
-        assert_eq!(choose(&tip, &head(3, 9, 10)), Choice::Keep, "a tie keeps the first seen");
-        assert_eq!(choose(&tip, &head(2, 1, 10)), Choice::Keep, "even a child needs more work");
+        let tip = head(1, 10);
+        assert_eq!(choose(&tip, &block(1, 11)), Choice::Extend);
+        assert_eq!(choose(&tip, &block(9, 11)), Choice::Reorg);
+        assert_eq!(choose(&tip, &block(9, 10)), Choice::Keep, "a tie keeps the first seen");
+        assert_eq!(choose(&tip, &block(1, 10)), Choice::Keep, "even a child needs more work");
     }
 
     proptest! {
         #[test]
         fn never_switches_to_less_or_equal_work(tip_work in any::<u128>(), cand_work in any::<u128>(), prev in any::<u8>()) {
-            let tip = head(1, 0, tip_work);
-            let cand = head(2, prev, cand_work);
-            let c = choose(&tip, &cand);
+            let c = choose(&head(1, tip_work), &block(prev, cand_work));
             prop_assert_eq!(c == Choice::Keep, cand_work <= tip_work);
         }
 
         #[test]
         fn switching_is_never_mutual(a_work in any::<u128>(), b_work in any::<u128>()) {
-            // Two competing heads: at most one of them beats the other.
-            let a = head(1, 0, a_work);
-            let b = head(2, 0, b_work);
-            prop_assert!(choose(&a, &b) == Choice::Keep || choose(&b, &a) == Choice::Keep);
+            // Two competing branches: at most one of them beats the other.
+            let a_beats_b = choose(&head(2, b_work), &block(0, a_work)) != Choice::Keep;
+            let b_beats_a = choose(&head(1, a_work), &block(0, b_work)) != Choice::Keep;
+            prop_assert!(!(a_beats_b && b_beats_a));
         }
 
         #[test]
         fn extend_exactly_when_the_parent_is_the_tip(prev in any::<u8>(), extra in 1u128..1000) {
-            let tip = head(7, 0, 100);
-            let c = choose(&tip, &head(8, prev, 100 + extra));
+            let c = choose(&head(7, 100), &block(prev, 100 + extra));
             prop_assert_eq!(c == Choice::Extend, prev == 7);
         }
     }

@@ -25,7 +25,7 @@ use redb::{Database, ReadableTable};
 
 pub use actor::{ChainEvent, ChainHandle, Origin};
 pub use block::{Block, Hash, ZERO_HASH};
-use fork_choice::{Choice, Head};
+use fork_choice::{Candidate, Choice, MainHead};
 pub use orphans::MAX_ORPHANS;
 use orphans::OrphanPool;
 pub use params::NetworkParams;
@@ -253,16 +253,17 @@ impl Chain {
         t.work.insert(hash.as_slice(), total)?;
 
         let tip_hash = t.tip_hash()?;
-        let tip_block = t.block(&tip_hash)?.ok_or_else(|| StoreError::Inconsistent("tip block missing".into()))?;
-        let tip = Head { hash: tip_hash, prev_hash: tip_block.prev_hash, work: t.work_of(&tip_hash)? };
-        let outcome = match fork_choice::choose(&tip, &Head { hash, prev_hash: b.prev_hash, work: total }) {
+        let tip = MainHead { hash: tip_hash, work: t.work_of(&tip_hash)? };
+        let outcome = match fork_choice::choose(&tip, &Candidate { parent: b.prev_hash, work: total }) {
             Choice::Keep => return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch })),
             Choice::Extend => {
                 t.main.insert(b.index, hash.as_slice())?;
                 Outcome::Appended
             }
             Choice::Reorg => {
-                let reorg = switch_main_chain(t, &b, tip_block.index)?;
+                let old_height =
+                    t.block(&tip_hash)?.ok_or_else(|| StoreError::Inconsistent("tip block missing".into()))?.index;
+                let reorg = switch_main_chain(t, &b, old_height)?;
                 let depth = reorg.removed.len() as u64;
                 tracing::warn!(depth, new_tip = %hex::encode(hash), new_height = b.index, "chain reorganised");
                 applied.reorgs.push(reorg);
