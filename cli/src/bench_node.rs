@@ -153,7 +153,7 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Resu
     // Microseconds from 1 us to an hour.
     let mut times = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut dups, mut deliveries) = (0u64, 0u64);
-    let fanout = defaults.gossip_fanout.min(nodes - 1);
+    let fanout = defaults.gossip_fanout;
     let bar = progress(rounds as u64, "blocks propagated");
     for r in 0..rounds {
         let before: Vec<_> = all.iter().map(|n| n.stats()).collect();
@@ -173,8 +173,10 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Resu
         let delta = |f: fn(&node_svc::metrics::StatsSnapshot) -> u64| -> u64 {
             all.iter().zip(&before).map(|(n, b)| f(&n.stats()) - f(b)).sum()
         };
-        // Let in-flight forwards land before counting (bounded: each node forwards once).
-        let expected_max = (nodes * fanout) as u64;
+        // Let in-flight forwards land before counting: each node forwards a
+        // block once, the miner to `fanout` peers, the others to `fanout`
+        // peers other than the one it came from.
+        let expected_max = (fanout.min(nodes - 1) + (nodes - 1) * fanout.min(nodes - 2)) as u64;
         let _ = wait_until(Duration::from_secs(5), POLL, || async {
             (delta(|s| s.blocks_received) >= expected_max).then_some(())
         })
