@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use node_svc::NodeConfig;
-use node_svc::chain::testing::mine_child;
+use node_svc::chain::testing::extend_with;
 use node_svc::chain::{Block, NetworkParams, Origin, validate};
 use node_svc::testkit::{TestNet, TestNode, wait_until};
 use sha2::Digest;
@@ -34,14 +34,10 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 fn build_chain(params: &NetworkParams, n: usize, data_bytes: usize) -> Vec<Block> {
     let bar = progress(n as u64, "mining the chain");
     let start_ms = p2p_proto::unix_ms_now() - 3_600_000;
-    let mut chain = vec![params.genesis()];
-    for i in 0..n {
-        let parent = chain.last().expect("genesis");
-        let data = if data_bytes == 0 { format!("b{}", i + 1).into_bytes() } else { vec![i as u8; data_bytes] };
-        let ts = (start_ms + i as u64).max(parent.timestamp_ms);
-        chain.push(mine_child(params, parent, &data, ts));
-        bar.inc(1);
-    }
+    let data = |height: u64| {
+        if data_bytes == 0 { format!("b{height}").into_bytes() } else { vec![(height - 1) as u8; data_bytes] }
+    };
+    let chain = extend_with(params, &[params.genesis()], n, start_ms, data, |_| bar.inc(1));
     bar.finish_and_clear();
     eprintln!("built a {n}-block chain at {} bits in {:.1}s", params.difficulty_bits, bar.elapsed().as_secs_f64());
     chain

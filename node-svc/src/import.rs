@@ -38,22 +38,6 @@ impl NodeHandle {
         Ok(verdicts)
     }
 
-    /// The claimed sender, if the connection it came over vouches for it
-    /// (see [`crate::peers::attribution`]); otherwise the request is anonymous.
-    pub async fn verified_sender<'a>(
-        &self,
-        claimed: Option<&'a Sender>,
-        remote: Option<std::net::SocketAddr>,
-    ) -> Option<&'a Sender> {
-        let sender = claimed.filter(|s| !s.address.is_empty())?;
-        if self.senders().vouches(&sender.address, remote).await {
-            Some(sender)
-        } else {
-            tracing::debug!(claimed = %sender.address, ?remote, "sender claim does not match the connection; treated as anonymous");
-            None
-        }
-    }
-
     /// Handles one gossiped block; `from` is the sender as already verified
     /// by [`NodeHandle::verified_sender`] (None: anonymous).
     pub async fn receive_block(&self, block: p2p_proto::node::Block, from: Option<&Sender>) -> Result<Handled, Error> {

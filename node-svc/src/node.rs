@@ -4,6 +4,7 @@
 //! [`crate::miner`], [`crate::sync`], [`crate::gossip`], [`crate::heartbeat`],
 //! [`crate::pex`] and [`crate::membership`].
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::SigningKey;
@@ -131,9 +132,6 @@ impl NodeHandle {
     pub(crate) fn counters(&self) -> &Stats {
         &self.inner.stats
     }
-    pub(crate) fn senders(&self) -> &SenderCheck {
-        &self.inner.senders
-    }
     pub(crate) fn peer_cache(&self) -> &Arc<PeerCache> {
         &self.inner.peer_cache
     }
@@ -161,6 +159,22 @@ impl NodeHandle {
     /// A random u64 from the node's (possibly seeded) generator.
     pub(crate) fn random_u64(&self) -> u64 {
         self.inner.rng.lock().unwrap_or_else(|p| p.into_inner()).next_u64()
+    }
+
+    /// The claimed sender, if the connection it came over vouches for it
+    /// (see [`crate::peers::attribution`]); otherwise the request is anonymous.
+    pub async fn verified_sender<'a>(
+        &self,
+        claimed: Option<&'a Sender>,
+        remote: Option<SocketAddr>,
+    ) -> Option<&'a Sender> {
+        let sender = claimed.filter(|s| !s.address.is_empty())?;
+        if self.inner.senders.vouches(&sender.address, remote).await {
+            Some(sender)
+        } else {
+            tracing::debug!(claimed = %sender.address, ?remote, "sender claim does not match the connection; treated as anonymous");
+            None
+        }
     }
 
     /// How this node names itself in requests to peers.

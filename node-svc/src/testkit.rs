@@ -8,7 +8,6 @@
 //! - [`wait_until`] / [`eventually`] / [`settled`]: poll a condition with a deadline.
 //! - [`reserve_port`]: a loopback port held (bound, not listening) until a
 //!   server takes it, so no other test can grab it in between.
-#![allow(clippy::expect_used)] // a helper that cannot start its server fails the test
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -76,6 +76,11 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Block, StoreError> {
     convert::block_from_proto(p).map_err(|e| StoreError::Inconsistent(format!("stored block undecodable: {e}")))
 }
 
+/// The main chain's tip hash, from the `meta` table of any transaction.
+fn read_tip_hash(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Hash, StoreError> {
+    hash_of(meta.get(TIP)?.ok_or_else(|| StoreError::Inconsistent("no tip".into()))?.value())
+}
+
 pub(super) fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
     bytes.try_into().map_err(|_| StoreError::Inconsistent(format!("a stored hash has {} bytes", bytes.len())))
 }
@@ -94,9 +99,7 @@ impl ChainReader {
 
     pub fn tip(&self) -> Result<Tip, StoreError> {
         let tx = self.read()?;
-        let meta = tx.open_table(META)?;
-        let hash = hash_of(meta.get(TIP)?.ok_or_else(|| StoreError::Inconsistent("no tip".into()))?.value())?;
-        drop(meta);
+        let hash = read_tip_hash(&tx.open_table(META)?)?;
         tip_of(&tx, hash)
     }
 
@@ -204,6 +207,6 @@ impl<'tx> Tables<'tx> {
     }
 
     pub fn tip_hash(&self) -> Result<Hash, StoreError> {
-        hash_of(self.meta.get(TIP)?.ok_or_else(|| StoreError::Inconsistent("no tip".into()))?.value())
+        read_tip_hash(&self.meta)
     }
 }

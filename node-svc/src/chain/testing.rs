@@ -44,11 +44,26 @@ pub fn chain_of(params: &NetworkParams, n: usize, start_ms: u64) -> Vec<Block> {
 /// `chain` plus `n` more blocks whose data starts with `tag` (so two
 /// branches built from one parent differ).
 pub fn extend(params: &NetworkParams, chain: &[Block], n: usize, start_ms: u64, tag: &str) -> Vec<Block> {
+    extend_with(params, chain, n, start_ms, |height| format!("{tag}{height}").into_bytes(), |_| {})
+}
+
+/// `chain` plus `n` more blocks, one millisecond apart from `start_ms`
+/// (never before their parent), carrying `data(height)`; `mined` sees each
+/// new block (for progress on long chains).
+pub fn extend_with(
+    params: &NetworkParams,
+    chain: &[Block],
+    n: usize,
+    start_ms: u64,
+    mut data: impl FnMut(u64) -> Vec<u8>,
+    mut mined: impl FnMut(&Block),
+) -> Vec<Block> {
     let mut out = chain.to_vec();
     for i in 0..n {
         let parent = out.last().expect("non-empty chain");
         let ts = (start_ms + i as u64).max(parent.timestamp_ms);
-        let child = mine_child(params, parent, format!("{tag}{}", parent.index + 1).as_bytes(), ts);
+        let child = mine_child(params, parent, &data(parent.index + 1), ts);
+        mined(&child);
         out.push(child);
     }
     out

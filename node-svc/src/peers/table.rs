@@ -144,14 +144,14 @@ impl PeerTable {
         }
         if p.state == PeerState::Failing {
             let base = self.limits.base_backoff;
-            let seed = rand::Rng::random(&mut inner.rng);
+            let rng = &mut inner.rng;
             let schedule = inner.backoffs.entry(address.to_string()).or_insert_with(|| {
                 // Capped so a healed partition reconnects within seconds.
                 ExponentialBuilder::new()
                     .with_min_delay(base)
                     .with_max_delay(base * 8)
                     .with_jitter()
-                    .with_jitter_seed(seed)
+                    .with_jitter_seed(rand::Rng::random(rng))
                     .without_max_times()
                     .build()
             });

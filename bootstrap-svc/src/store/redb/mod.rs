@@ -24,8 +24,6 @@ use super::{Page, PeerStore, RegisterCmd, Registered, RemoveCmd};
 use crate::error::Error;
 use crate::lease;
 
-pub use self::tables::PeerRecord;
-
 /// The redb store. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct RedbStore {
