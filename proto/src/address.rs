@@ -29,6 +29,8 @@ pub enum AddressError {
     UnbracketedIpv6(String),
     #[error("host {0:?} is not a valid DNS name or IPv4 address")]
     BadHost(String),
+    #[error("host {0:?} is a numeric IPv4 spelling (hex, octal or shortened); write the address as four decimal numbers, e.g. 127.0.0.1")]
+    NumericHost(String),
 }
 
 /// The host part of a validated address.
@@ -64,7 +66,11 @@ impl PeerAddress {
                 };
             };
             let ip: Ipv6Addr = v6.parse().map_err(|_| AddressError::BadIpv6(v6.to_string()))?;
-            (Host::V6(ip), port)
+            // One endpoint, one spelling: an IPv4-mapped IPv6 address is its IPv4 address.
+            match ip.to_ipv4_mapped() {
+                Some(v4) => (Host::V4(v4), port),
+                None => (Host::V6(ip), port),
+            }
         } else {
             let Some((host, port)) = input.rsplit_once(':') else {
                 return Err(AddressError::MissingPort(input.to_string()));
@@ -120,6 +126,14 @@ fn parse_host(host: &str) -> Result<Host, AddressError> {
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return host.parse::<Ipv4Addr>().map(Host::V4).map_err(|_| AddressError::BadHost(host.to_string()));
     }
+    // As URL parsers do (WHATWG "ends in a number"): a name whose last label
+    // is a number would be read as IPv4 by resolvers (`0x7f.1`, `127.1`,
+    // `0x7f000001`), giving one endpoint many spellings.
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+    if (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(AddressError::NumericHost(host.to_string()));
+    }
     if is_dns_name(host) {
         Ok(Host::Dns(host.to_ascii_lowercase()))
     } else {
@@ -157,6 +171,21 @@ mod tests {
         assert_eq!(canonicalize("[2001:DB8:0:0::1]:80").unwrap(), "[2001:db8::1]:80");
         assert_eq!(grpc_url("node1:3000"), "http://node1:3000");
         assert_eq!(grpc_url("https://node1:3000"), "https://node1:3000");
+    }
+
+    #[test]
+    fn numeric_ipv4_spellings_are_refused_and_mapped_ipv6_is_ipv4() {
+        for input in ["0x7f.1:3000", "0x7f000001:3000", "0X7F000001:3000", "0x7f.0.0.1:3000", "node.1:3000", "a.0x:3000"]
+        {
+            assert!(matches!(PeerAddress::parse(input), Err(AddressError::NumericHost(_))), "{input}");
+        }
+        // Digits-and-dots forms that are not dotted quads stay typos.
+        for input in ["127.1:3000", "2130706433:3000", "017.0.0.1:3000"] {
+            assert!(PeerAddress::parse(input).is_err(), "{input}");
+        }
+        assert_eq!(canonicalize("[::ffff:127.0.0.1]:3000").unwrap(), "127.0.0.1:3000");
+        assert_eq!(canonicalize("[::FFFF:7f00:1]:3000").unwrap(), "127.0.0.1:3000");
+        assert_eq!(canonicalize("0xnode.example:1").unwrap(), "0xnode.example:1", "not hex: a name");
     }
 
     #[test]
@@ -216,6 +245,7 @@ mod tests {
         #[test]
         fn every_ipv6_socket_address_round_trips(ip in any::<[u8; 16]>(), port in 1u16..) {
             let ip = Ipv6Addr::from(ip);
+            prop_assume!(ip.to_ipv4_mapped().is_none());
             let s = format!("[{ip}]:{port}");
             prop_assert_eq!(canonicalize(&s).unwrap(), s);
         }
@@ -226,7 +256,8 @@ mod tests {
             port in 1u16..,
         ) {
             let host = labels.join(".");
-            prop_assume!(!host.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+            let last = labels.last().map(String::as_str).unwrap_or("");
+            prop_assume!(!last.bytes().all(|b| b.is_ascii_digit()) && !last.starts_with("0x"));
             let s = format!("{host}:{port}");
             prop_assert_eq!(canonicalize(&s).unwrap(), s);
         }

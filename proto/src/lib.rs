@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`bootstrap`] / [`node`]: generated messages, clients and servers.
 //! - [`address`]: parsing and validating `host:port` peer addresses.
+//! - [`conn`] / [`limits`]: accepting connections within caps; per-client slots.
 //! - [`dial`]: the one way every client builds a channel to a server.
 //! - [`clock`]: time as a dependency (system or manual).
 //! - [`work`]: cumulative chain work as messages carry it.
@@ -16,8 +17,10 @@
 
 pub mod address;
 pub mod clock;
+pub mod conn;
 pub mod dial;
 pub mod identity;
+pub mod limits;
 pub mod serving;
 pub mod signing;
 pub mod work;

@@ -1,0 +1,223 @@
+//! Accepting connections the way both servers do: capped in total and per
+//! client, closed when silent, and still accepting after the process runs
+//! out of file descriptors (EMFILE) without spinning on `accept`.
+//!
+//! tonic's own incoming stream logs accept errors and asks again at once,
+//! which at the fd limit is a busy loop that starves the workers; here an
+//! accept error backs off (1 ms doubling to 1 s) until accepting works again.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::limits::{Slot, Slots};
+
+/// Connection bounds of a server (flags `--max-connections`,
+/// `--max-connections-per-ip`, `--idle-timeout-secs`, `--ipv6-prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Open connections at most; over it new ones are closed at once.
+    pub max_connections: usize,
+    /// Open connections per client (IPv4 address or IPv6 prefix).
+    pub max_per_client: usize,
+    /// A connection that sends nothing for this long is closed. Live HTTP/2
+    /// clients answer the server's keepalive pings, so only dead or silent
+    /// sockets reach it.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keepalive ping interval (the ping must be answered within
+    /// `keepalive_timeout`).
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    pub max_streams_per_connection: u32,
+    /// Bits of an IPv6 address that name a client.
+    pub v6_prefix: u8,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 1024,
+            max_per_client: 64,
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_streams_per_connection: 64,
+            v6_prefix: 64,
+        }
+    }
+}
+
+impl ConnLimits {
+    /// A tonic server builder with these limits' HTTP/2 settings.
+    pub fn builder(&self) -> tonic::transport::Server {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .max_concurrent_streams(self.max_streams_per_connection)
+            .concurrency_limit_per_connection(self.max_streams_per_connection as usize)
+            .http2_max_pending_accept_reset_streams(Some(64))
+            .http2_max_header_list_size(16 * 1024)
+    }
+}
+
+/// First and longest pause after a failed accept.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The accepted connections of `listener`, within `limits`.
+pub fn incoming(listener: TcpListener, limits: ConnLimits) -> impl Stream<Item = io::Result<Conn>> + Send {
+    let slots = Slots::new("connections", limits.max_connections, limits.max_per_client, limits.v6_prefix);
+    futures::stream::unfold((listener, slots, ACCEPT_BACKOFF_MIN), move |(listener, slots, mut backoff)| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, remote)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    match slots.try_acquire(Some(remote.ip())) {
+                        Ok(slot) => {
+                            let _ = stream.set_nodelay(true);
+                            let conn = Conn::new(stream, slot, limits.idle_timeout);
+                            return Some((Ok(conn), (listener, slots, backoff)));
+                        }
+                        Err(refused) => {
+                            // Dropping the stream closes it.
+                            tracing::debug!(%remote, %refused, "connection refused");
+                        }
+                    }
+                }
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    if backoff == ACCEPT_BACKOFF_MIN {
+                        tracing::error!(error = %e, "accept failed (out of file descriptors?); backing off until it works again");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    })
+}
+
+/// Errors that concern one connection only (the listener is fine).
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
+
+/// An accepted connection holding its slot; reads fail with `TimedOut`
+/// after `idle` without a byte from the client.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    _slot: Slot,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, slot: Slot, idle: Duration) -> Self {
+        Conn { stream, _slot: slot, idle, deadline: Box::pin(tokio::time::sleep(idle)) }
+    }
+
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+
+    async fn closed(mut s: TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        matches!(tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    #[tokio::test]
+    async fn over_the_per_client_cap_a_connection_is_closed_and_a_silent_one_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnLimits { max_per_client: 2, idle_timeout: Duration::from_millis(300), ..Default::default() };
+        let mut accepted = Box::pin(incoming(listener, limits));
+        let a = TcpStream::connect(addr).await.unwrap();
+        let conn_a = accepted.next().await.unwrap().unwrap();
+        let _b = TcpStream::connect(addr).await.unwrap();
+        let mut conn_b = accepted.next().await.unwrap().unwrap();
+        let c = TcpStream::connect(addr).await.unwrap();
+        // The third is accepted and dropped inside the stream; the stream
+        // waits for the next one.
+        let next = tokio::spawn(async move { accepted.next().await.map(|r| r.is_ok()) });
+        assert!(closed(c).await, "the third connection from one client is closed");
+        drop(conn_a);
+        drop(a);
+        let _d = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(next.await.unwrap(), Some(true), "a freed slot admits the next connection");
+        // conn_b's client sends nothing: its reads fail once it has been idle.
+        let mut buf = [0u8; 8];
+        let err = conn_b.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
