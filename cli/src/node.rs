@@ -144,7 +144,7 @@ pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result
         }
         NodeCmd::Blocks { from, limit } => {
             let mut stream = client
-                .get_blocks(GetBlocksRequest { from_height: from, locator: vec![], limit })
+                .get_blocks(GetBlocksRequest { from_height: from, locator: vec![], limit, max_bytes: 0 })
                 .await
                 .map_err(connect::status)?
                 .into_inner();

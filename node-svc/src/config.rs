@@ -51,6 +51,26 @@ pub struct NodeConfig {
     /// Source of time for timestamps, bans and backoff; tests and a
     /// simulator substitute a manual clock.
     pub clock: Arc<dyn Clock>,
+    /// Connection caps, keepalive and idle timeout of the gRPC server.
+    pub conn: p2p_proto::conn::ConnLimits,
+    /// A peer's or client's stream that delivers nothing for this long is
+    /// given up (sync downloads, BroadcastBlockchain uploads, GetBlocks
+    /// answers nobody reads).
+    pub stream_idle_timeout: Duration,
+    /// GetBlocks streams served at once, in total and per client.
+    pub max_block_streams: usize,
+    pub max_block_streams_per_client: usize,
+    /// Bytes of unvalidated-for-the-chain blocks one BroadcastBlockchain
+    /// stream may buffer before they are committed.
+    pub broadcast_buffer_bytes: usize,
+    /// Bytes all BroadcastBlockchain streams together may buffer.
+    pub inbound_buffer_bytes: usize,
+    /// Bytes asked for per GetBlocks while syncing (and enforced).
+    pub sync_batch_bytes: u64,
+    /// Side branches ending more than this many blocks below the tip are pruned.
+    pub prune_side_depth: u64,
+    /// A peer that never answered is forgotten after this many failed tries.
+    pub max_dial_attempts: u32,
     /// Seed of the node's random choices (gossip targets, samples, jitter,
     /// mining start nonce); None draws one from the OS.
     pub rng_seed: Option<u64>,
@@ -77,6 +97,15 @@ impl NodeConfig {
             target_outbound: 16,
             peer_exchange_every: 5,
             max_exchange_peers: 100,
+            conn: p2p_proto::conn::ConnLimits::default(),
+            stream_idle_timeout: Duration::from_secs(10),
+            max_block_streams: 64,
+            max_block_streams_per_client: 8,
+            broadcast_buffer_bytes: 4 * 1024 * 1024,
+            inbound_buffer_bytes: 64 * 1024 * 1024,
+            sync_batch_bytes: 8 * 1024 * 1024,
+            prune_side_depth: 1000,
+            max_dial_attempts: 10,
             clock: p2p_proto::clock::system(),
             rng_seed: None,
         }

@@ -38,6 +38,7 @@ pub fn outcome_to_proto(o: Outcome) -> BlockOutcome {
         Outcome::Orphan => BlockOutcome::Orphan,
         Outcome::SideBranch => BlockOutcome::SideBranch,
         Outcome::Reorg { .. } => BlockOutcome::Reorg,
+        Outcome::Deferred => BlockOutcome::Deferred,
     }
 }
 
@@ -49,6 +50,9 @@ pub fn outcome_message(o: BlockOutcome) -> &'static str {
         BlockOutcome::Orphan => "parent unknown; kept while the missing blocks are fetched",
         BlockOutcome::SideBranch => "stored on a side branch with no more work than the main chain",
         BlockOutcome::Reorg => "its branch has the most work: the main chain was reorganised",
+        BlockOutcome::Deferred => {
+            "stamped ahead of this node's clock by more than the drift rule allows; held and offered again when its time comes"
+        }
         BlockOutcome::Unspecified => "",
     }
 }

@@ -27,6 +27,12 @@ pub enum Error {
     /// The chain store failed; the underlying error is the source.
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// A bound on what one party may hold was reached (streams, buffered bytes, a mining job).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A peer or client went silent for longer than allowed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -44,7 +50,11 @@ impl Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let code = match &e {
+            // Early blocks are our clock's problem as much as the sender's.
+            Error::InvalidBlock(BlockError::FromTheFuture { .. }) => Code::FailedPrecondition,
             Error::InvalidBlock(_) | Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Banned { .. } => Code::PermissionDenied,
             Error::WrongNetwork { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PeerUnavailable { .. } => Code::Unavailable,
@@ -77,6 +87,12 @@ mod tests {
             (Error::PeerUnavailable { peer: "p:1".into(), reason: "gone".into() }, Code::Unavailable),
             (Error::invalid("block", "is required"), Code::InvalidArgument),
             (Error::ShuttingDown, Code::Unavailable),
+            (Error::ResourceExhausted("busy".into()), Code::ResourceExhausted),
+            (Error::DeadlineExceeded("silent".into()), Code::DeadlineExceeded),
+            (
+                Error::InvalidBlock(BlockError::FromTheFuture { ts: 2, ahead_ms: 1, max_ms: 0 }),
+                Code::FailedPrecondition,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(Status::from(e).code(), code);

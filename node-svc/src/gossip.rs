@@ -40,6 +40,11 @@ impl BulkImports {
         BulkImport { running: self.running.clone() }
     }
 
+    /// Whether any bulk import is running.
+    pub fn active(&self) -> bool {
+        *self.running.borrow() > 0
+    }
+
     fn watch(&self) -> watch::Receiver<usize> {
         self.running.subscribe()
     }

@@ -9,7 +9,7 @@ use p2p_proto::node::{PeerSource, PingRequest, PingResponse};
 use crate::convert;
 use crate::error::Error;
 use crate::node::NodeHandle;
-use crate::peers::{BAN_SCORE, PeerTip};
+use crate::peers::PeerTip;
 
 impl NodeHandle {
     /// Pings every peer that is due; marks replies and misses; then syncs
@@ -36,7 +36,13 @@ impl NodeHandle {
                         Ok(Ok(resp)) => {
                             let r = resp.into_inner();
                             if r.genesis_hash != genesis {
-                                self.peers().penalize(&addr, BAN_SCORE, "peer is on another network", self.now_ms());
+                                // Another network (other consensus parameters) is a
+                                // refusal, not misbehaviour: drop it, do not ban it.
+                                tracing::warn!(
+                                    peer = %addr, ours = %hex::encode(genesis), theirs = %hex::encode(&r.genesis_hash),
+                                    "peer is on another network (different genesis, so different consensus parameters); dropped"
+                                );
+                                self.peers().forget(&addr);
                                 return;
                             }
                             let peer_tip = PeerTip {
@@ -46,6 +52,11 @@ impl NodeHandle {
                                 work: p2p_proto::work::from_bytes(&r.cumulative_work),
                             };
                             self.peers().alive(&addr, peer_tip, self.now_ms());
+                        }
+                        Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition
+                            && status.message().starts_with("different network") => {
+                            tracing::warn!(peer = %addr, reason = %status.message(), "peer refused us: another network; dropped");
+                            self.peers().forget(&addr);
                         }
                         Ok(Err(status)) => {
                             tracing::debug!(peer = %addr, code = ?status.code(), "ping failed");
@@ -64,8 +75,12 @@ impl NodeHandle {
         }
     }
 
-    /// A peer's Ping: check the network, answer with our tip, and (when the
-    /// claimed sender matches the connection) record it and sync if it is ahead.
+    /// A peer's Ping: check the network and answer with our tip. When the
+    /// claimed sender matches the connection, it is learned as a candidate
+    /// and, if it claims more work, synced from: both harmless whoever made
+    /// the claim, since we then dial the claimed address ourselves. An
+    /// inbound Ping never marks a peer alive, changes its score or drops it
+    /// (anyone behind the same IP could have sent it); only our own pings do.
     pub async fn handle_ping(
         &self,
         req: PingRequest,
@@ -80,20 +95,12 @@ impl NodeHandle {
         let Some(sender) = req.sender.as_ref().filter(|s| !s.address.is_empty()) else { return Ok(pong) };
         let address =
             p2p_proto::address::canonicalize(&sender.address).map_err(|e| Error::invalid("sender.address", e))?;
-        if self.verified_sender(Some(sender), remote).await.is_none() {
-            // Answer, but neither learn nor trust an address we cannot tie to this connection.
+        if self.verified_sender(Some(sender), remote).is_none() || self.peers().is_banned(&address, self.now_ms()) {
+            // Answer, but neither learn nor act on an address we cannot tie to this connection.
             return Ok(pong);
         }
-        let their_work = p2p_proto::work::from_bytes(&req.cumulative_work);
         self.peers().learn(&address, PeerSource::Inbound, Some(&sender.node_id));
-        let peer_tip = PeerTip {
-            node_id: sender.node_id.clone(),
-            height: req.height,
-            tip: req.tip_hash.clone(),
-            work: their_work,
-        };
-        self.peers().alive(&address, peer_tip, self.now_ms());
-        if their_work > tip.work {
+        if p2p_proto::work::from_bytes(&req.cumulative_work) > tip.work {
             self.sync().request(&address);
         }
         Ok(pong)
@@ -117,6 +124,9 @@ impl NodeHandle {
     }
 }
 
+/// Heartbeat rounds between side-branch prunes.
+const PRUNE_EVERY: u32 = 10;
+
 /// Heartbeats until shutdown; every few rounds a peer exchange; the
 /// known-good peers are saved whenever they change.
 pub(crate) async fn run(node: NodeHandle) {
@@ -133,8 +143,20 @@ pub(crate) async fn run(node: NodeHandle) {
             }
             _ = tick.tick() => {}
         }
+        node.peers().expire_bans(node.now_ms());
+        if let Err(e) = node.chain().retry_early().await {
+            tracing::warn!(error = %e, "offering held early blocks failed");
+        }
         node.heartbeat_round().await;
         round = round.wrapping_add(1);
+        // Prune between imports: a sync may be building a branch that is
+        // still below the tip.
+        if round.is_multiple_of(PRUNE_EVERY)
+            && !node.bulk_imports().active()
+            && let Err(e) = node.chain().prune_side_branches(node.config().prune_side_depth).await
+        {
+            tracing::warn!(error = %e, "pruning side branches failed");
+        }
         if round.is_multiple_of(node.config().peer_exchange_every.max(1)) {
             node.exchange_peers().await;
         }

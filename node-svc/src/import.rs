@@ -1,11 +1,18 @@
 //! Blocks arriving from outside: one gossiped block (SendBlock) or a whole
-//! offered chain (BroadcastBlockchain); counting what was stored and
-//! penalising the peer that sent something invalid.
+//! offered chain (BroadcastBlockchain); counting what was stored.
+//!
+//! Nothing that arrives inbound costs anyone score: the sender a request
+//! names is only checked against the connection's IP, which everyone behind
+//! one NAT or on one host shares. Invalid inbound blocks are refused and
+//! counted; penalties come from exchanges the node started itself (sync,
+//! see [`crate::sync`]), where the other side is whoever listens at the
+//! address we dialed.
 
 use futures::StreamExt;
 use p2p_proto::node::{BlockOutcome, BroadcastBlockchainResponse, PeerSource, Sender};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::chain::{self, Accepted, Block, Origin, Outcome, Tip};
+use crate::chain::{self, Accepted, Block, Origin, Outcome, Tip, validate};
 use crate::convert::{self, canonical};
 use crate::error::Error;
 use crate::metrics::Stats;
@@ -29,11 +36,7 @@ impl NodeHandle {
     /// gossip's business (it hears of the new tip from the chain's events).
     pub(crate) async fn offer(&self, blocks: Vec<Block>, origin: Origin) -> Result<Verdicts, Error> {
         let verdicts = self.chain().accept(blocks, origin).await?;
-        let stored = verdicts
-            .iter()
-            .flatten()
-            .filter(|v| matches!(v.outcome, Outcome::Appended | Outcome::Reorg { .. } | Outcome::SideBranch))
-            .count();
+        let stored = verdicts.iter().flatten().filter(|v| v.outcome.stored()).count();
         Stats::add(&self.counters().blocks_stored, stored as u64);
         Ok(verdicts)
     }
@@ -53,7 +56,7 @@ impl NodeHandle {
         let block = match convert::block_from_proto(block) {
             Ok(b) => b,
             Err(e) => {
-                self.misbehaved(from_addr.as_deref(), &e.to_string());
+                self.misbehaved(None, &e.to_string());
                 return Err(e.into());
             }
         };
@@ -74,14 +77,17 @@ impl NodeHandle {
                 Ok(Handled { outcome: convert::outcome_to_proto(a.outcome), tip })
             }
             Some(Err(e)) => {
-                self.misbehaved(from_addr.as_deref(), &e.to_string());
+                // Refused and counted, but held against nobody (see the module docs).
+                self.misbehaved(None, &e.to_string());
                 Err(e.into())
             }
             None => Err(Error::Internal("no verdict".into())),
         }
     }
 
-    /// Counts an invalid block and costs its sender (if known) score.
+    /// Counts an invalid block and costs `from` score: only for a peer we
+    /// dialed ourselves. A block that is merely early (our clock may be
+    /// behind) costs nobody anything.
     pub(crate) fn misbehaved(&self, from: Option<&str>, why: &str) {
         Stats::add(&self.counters().invalid_received, 1);
         if let Some(addr) = from {
@@ -90,41 +96,65 @@ impl NodeHandle {
     }
 
     /// The book's BroadcastBlockchain done safely: blocks arrive one message
-    /// at a time in height order, each is validated against its parent, and
-    /// the chain becomes ours only if it ends up with more work.
+    /// at a time in height order; each is checked on arrival (size, header,
+    /// proof of work, link to the one before) before it is buffered, the
+    /// buffer is bounded per stream ([`crate::NodeConfig::broadcast_buffer_bytes`])
+    /// and across streams ([`crate::NodeConfig::inbound_buffer_bytes`]), a
+    /// sender silent for [`crate::NodeConfig::stream_idle_timeout`] is cut
+    /// off, and the chain becomes ours only if it ends up with more work.
     pub async fn receive_chain<S>(&self, mut stream: S) -> Result<BroadcastBlockchainResponse, Error>
     where
         S: futures::Stream<Item = Result<p2p_proto::node::Block, tonic::Status>> + Unpin,
     {
         let _bulk = self.bulk_imports().begin();
+        let config = self.config();
+        let idle = config.stream_idle_timeout;
         let before = self.chain().tip().await?;
         let (mut received, mut stored) = (0u64, 0u64);
         let mut last: Option<chain::Hash> = None;
-        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut chunk = Chunk::default();
         loop {
-            let item = stream.next().await;
+            let item = match tokio::time::timeout(idle, stream.next()).await {
+                Ok(item) => item,
+                Err(_) => {
+                    return Err(Error::DeadlineExceeded(format!(
+                        "no block for {}s after block #{received}; the stream was closed",
+                        idle.as_secs_f64()
+                    )));
+                }
+            };
             let done = item.is_none();
             if let Some(item) = item {
-                let pb =
-                    item.map_err(|s| Error::FailedPrecondition(format!("the block stream failed: {}", s.message())))?;
-                let b = convert::block_from_proto(pb)?;
-                if let Some(prev) = last.filter(|p| *p != b.prev_hash) {
-                    return Err(Error::invalid(
-                        "block",
-                        format!(
-                            "block #{received} of the stream does not follow the one before it (expected prev_hash {})",
-                            hex::encode(prev)
-                        ),
-                    ));
-                }
+                let checked = item
+                    .map_err(|s| Error::FailedPrecondition(format!("the block stream failed: {}", s.message())))
+                    .and_then(|pb| self.check_streamed(pb, received, last));
+                let b = match checked {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // What came before the bad block is valid: keep it.
+                        if !chunk.blocks.is_empty() {
+                            let (blocks, held) = chunk.take();
+                            self.offer(blocks, Origin::Broadcast).await?;
+                            drop(held);
+                        }
+                        return Err(e);
+                    }
+                };
                 last = Some(b.hash);
                 received += 1;
-                chunk.push(b);
+                let bytes = b.data.len() + chain::params::MESSAGE_OVERHEAD;
+                let permit = self.reserve_inbound(bytes)?;
+                chunk.push(b, bytes, permit);
             }
-            if chunk.len() >= CHUNK || (done && !chunk.is_empty()) {
-                let first_in_stream = received as usize == chunk.len();
-                let offset = received - chunk.len() as u64;
-                let verdicts = self.offer(std::mem::take(&mut chunk), Origin::Broadcast).await?;
+            if chunk.blocks.len() >= CHUNK
+                || chunk.bytes >= config.broadcast_buffer_bytes
+                || (done && !chunk.blocks.is_empty())
+            {
+                let first_in_stream = received as usize == chunk.blocks.len();
+                let offset = received - chunk.blocks.len() as u64;
+                let (blocks, held) = chunk.take();
+                let verdicts = self.offer(blocks, Origin::Broadcast).await?;
+                drop(held);
                 stored += check_chunk(&verdicts, first_in_stream, offset)?;
             }
             if done {
@@ -153,6 +183,66 @@ impl NodeHandle {
             message,
         })
     }
+
+    /// The checks a streamed block passes before it takes buffer space:
+    /// sizes and difficulty, the proof of work, the link to the block
+    /// before it. Early blocks pass here; the chain holds them.
+    fn check_streamed(
+        &self,
+        pb: p2p_proto::node::Block,
+        position: u64,
+        last: Option<chain::Hash>,
+    ) -> Result<Block, Error> {
+        let b = convert::block_from_proto(pb)?;
+        let config = self.config();
+        let horizon = self.now_ms().saturating_add(config.network.max_future_ms);
+        validate::check_standalone(&b, &config.network, horizon)
+            .map_err(|e| Error::invalid("block", format!("block #{position} of the stream: {e}")))?;
+        if let Some(prev) = last.filter(|p| *p != b.prev_hash) {
+            return Err(Error::invalid(
+                "block",
+                format!(
+                    "block #{position} of the stream does not follow the one before it (expected prev_hash {})",
+                    hex::encode(prev)
+                ),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// Reserves `bytes` of the node-wide inbound buffer, or refuses at
+    /// once when other uploads hold it (the client retries later).
+    fn reserve_inbound(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Error> {
+        let n = u32::try_from(bytes).map_err(|_| Error::invalid("block", "is larger than any valid block"))?;
+        self.inbound_bytes().clone().try_acquire_many_owned(n).map_err(|_| {
+            Error::ResourceExhausted(format!(
+                "the node's buffer for uploaded chains ({} bytes) is in use by other uploads; retry later",
+                self.config().inbound_buffer_bytes
+            ))
+        })
+    }
+}
+
+/// Blocks buffered between commits, with the buffer space they hold.
+#[derive(Debug, Default)]
+struct Chunk {
+    blocks: Vec<Block>,
+    bytes: usize,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Chunk {
+    fn push(&mut self, b: Block, bytes: usize, permit: OwnedSemaphorePermit) {
+        self.blocks.push(b);
+        self.bytes += bytes;
+        self.permits.push(permit);
+    }
+
+    /// The blocks and the buffer space they hold (freed once committed).
+    fn take(&mut self) -> (Vec<Block>, Vec<OwnedSemaphorePermit>) {
+        self.bytes = 0;
+        (std::mem::take(&mut self.blocks), std::mem::take(&mut self.permits))
+    }
 }
 
 /// Counts a broadcast chunk's stored blocks, or names the first bad one.
@@ -167,9 +257,7 @@ fn check_chunk(verdicts: &Verdicts, first_in_stream: bool, offset: u64) -> Resul
                         .into(),
                 ));
             }
-            Ok(a) if matches!(a.outcome, Outcome::Appended | Outcome::SideBranch | Outcome::Reorg { .. }) => {
-                stored += 1
-            }
+            Ok(a) if a.outcome.stored() => stored += 1,
             Ok(_) => {}
             Err(e) => {
                 return Err(Error::invalid("block", format!("block #{} of the stream: {e}", offset + i as u64)));

@@ -57,6 +57,32 @@ struct Args {
     /// Peers a new block is pushed to (random subset of the usable ones).
     #[arg(long, env = "NODE_GOSSIP_FANOUT", default_value_t = 8)]
     gossip_fanout: usize,
+    #[command(flatten)]
+    conn: p2p_proto::conn::ConnArgs,
+    /// Seconds a peer's or client's block stream may deliver nothing before it is given up.
+    #[arg(long, env = "NODE_STREAM_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    stream_idle_timeout_secs: u64,
+    /// GetBlocks streams served at once, in total.
+    #[arg(long, env = "NODE_MAX_BLOCK_STREAMS", default_value_t = 64)]
+    max_block_streams: usize,
+    /// GetBlocks streams served at once to one client.
+    #[arg(long, env = "NODE_MAX_BLOCK_STREAMS_PER_CLIENT", default_value_t = 8)]
+    max_block_streams_per_client: usize,
+    /// Bytes one BroadcastBlockchain stream may buffer before they are committed.
+    #[arg(long, env = "NODE_BROADCAST_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    broadcast_buffer_bytes: usize,
+    /// Bytes all BroadcastBlockchain streams together may buffer.
+    #[arg(long, env = "NODE_INBOUND_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    inbound_buffer_bytes: usize,
+    /// Bytes asked for (and accepted) per GetBlocks while syncing.
+    #[arg(long, env = "NODE_SYNC_BATCH_BYTES", default_value_t = 8 * 1024 * 1024)]
+    sync_batch_bytes: u64,
+    /// Side branches ending more than this many blocks below the tip are pruned.
+    #[arg(long, env = "NODE_PRUNE_SIDE_DEPTH", default_value_t = 1000)]
+    prune_side_depth: u64,
+    /// Failed tries after which a peer that never answered is forgotten.
+    #[arg(long, env = "NODE_MAX_DIAL_ATTEMPTS", default_value_t = 10)]
+    max_dial_attempts: u32,
     /// Write the address actually listened on to this file once bound
     /// (with `--listen 127.0.0.1:0`, how a script learns the port).
     #[arg(long, env = "NODE_ADDR_FILE")]
@@ -101,6 +127,15 @@ async fn main() -> anyhow::Result<()> {
     config.max_inbound = args.max_inbound.max(1);
     config.target_outbound = args.target_outbound.max(1);
     config.gossip_fanout = args.gossip_fanout.max(1);
+    config.conn = args.conn.limits();
+    config.stream_idle_timeout = Duration::from_secs(args.stream_idle_timeout_secs.max(1));
+    config.max_block_streams = args.max_block_streams.max(1);
+    config.max_block_streams_per_client = args.max_block_streams_per_client.max(1);
+    config.broadcast_buffer_bytes = args.broadcast_buffer_bytes.max(config.network.max_message_bytes());
+    config.inbound_buffer_bytes = args.inbound_buffer_bytes.max(config.broadcast_buffer_bytes);
+    config.sync_batch_bytes = args.sync_batch_bytes.max(config.network.max_message_bytes() as u64);
+    config.prune_side_depth = args.prune_side_depth;
+    config.max_dial_attempts = args.max_dial_attempts.max(1);
 
     let shutdown = p2p_proto::serving::shutdown_on_signal();
     node_svc::run(listener, config, shutdown).await.context("node failed")

@@ -21,6 +21,10 @@ pub struct Stats {
     pub bootstrap_registrations: AtomicU64,
     /// Bootstrap sessions that failed (unreachable, refused, stream ended).
     pub bootstrap_failures: AtomicU64,
+    /// Sync requests dropped because the peer is banned.
+    pub syncs_refused_banned: AtomicU64,
+    /// Syncs that ended in an error (the peer failed, went silent or broke the rules).
+    pub syncs_failed: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -34,6 +38,8 @@ pub struct StatsSnapshot {
     pub synced_blocks: u64,
     pub bootstrap_registrations: u64,
     pub bootstrap_failures: u64,
+    pub syncs_refused_banned: u64,
+    pub syncs_failed: u64,
 }
 
 impl Stats {
@@ -52,6 +58,8 @@ impl Stats {
             synced_blocks: l(&self.synced_blocks),
             bootstrap_registrations: l(&self.bootstrap_registrations),
             bootstrap_failures: l(&self.bootstrap_failures),
+            syncs_refused_banned: l(&self.syncs_refused_banned),
+            syncs_failed: l(&self.syncs_failed),
         }
     }
 }

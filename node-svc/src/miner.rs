@@ -1,5 +1,7 @@
 //! Mining on demand (MineBlock): proof of work on the blocking pool, never
-//! on the async workers, cancelled by shutdown.
+//! on the async workers. One job at a time (a second MineBlock is refused
+//! while one runs), and the search stops when the node shuts down or the
+//! caller goes away (the request future is dropped).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +35,12 @@ impl NodeHandle {
         if data.len() > max {
             return Err(Error::invalid("data", format!("is {} bytes; a block carries at most {max}", data.len())));
         }
-        let _guard = self.mining_lock().lock().await;
+        let job = self.mining_lock().clone().try_lock_owned().map_err(|_| {
+            Error::ResourceExhausted(
+                "a block is being mined already (one MineBlock at a time); retry when it is done".into(),
+            )
+        })?;
+        let job = Arc::new(job);
         let started = Instant::now();
         let mut attempts = 0;
         for _ in 0..MAX_ROUNDS {
@@ -45,7 +52,7 @@ impl NodeHandle {
                 data_digest: <sha2::Sha256 as sha2::Digest>::digest(&data).into(),
                 difficulty_bits: self.config().network.difficulty_bits,
             };
-            let found = self.search(&header).await?;
+            let found = self.search(&header, job.clone()).await?;
             attempts += found.attempts;
             let block = Block {
                 index: header.index,
@@ -73,10 +80,12 @@ impl NodeHandle {
         Err(Error::FailedPrecondition("the tip kept moving while mining; try again".into()))
     }
 
-    /// Searches nonces on the blocking pool until one meets the difficulty
-    /// or the node shuts down.
-    async fn search(&self, header: &Header) -> Result<pow::Found, Error> {
+    /// Searches nonces on the blocking pool until one meets the difficulty,
+    /// the node shuts down, or this future is dropped. The search thread
+    /// holds `job` (the mining lock) until it has really stopped.
+    async fn search(&self, header: &Header, job: Arc<tokio::sync::OwnedMutexGuard<()>>) -> Result<pow::Found, Error> {
         let cancel = Arc::new(AtomicBool::new(false));
+        let _on_drop = CancelOnDrop(cancel.clone());
         let stop = cancel.clone();
         let shutdown = self.shutdown_token().clone();
         let watcher = tokio::spawn(async move {
@@ -85,10 +94,23 @@ impl NodeHandle {
         });
         let h = header.clone();
         let start = self.random_u64() >> 1;
-        let found = tokio::task::spawn_blocking(move || pow::mine(&h, start, &cancel))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()));
+        let found = tokio::task::spawn_blocking(move || {
+            let _job = job;
+            pow::mine(&h, start, &cancel)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()));
         watcher.abort();
         found?.ok_or(Error::ShuttingDown)
+    }
+}
+
+/// Stops a search when the future that started it is dropped (a client
+/// that cancelled or disconnected, a deadline that passed).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::SigningKey;
 use p2p_proto::clock::Clock;
+use p2p_proto::limits::Slots;
 use p2p_proto::node::Sender;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,8 +46,12 @@ struct Inner {
     /// Known-good peers on disk.
     peer_cache: Arc<PeerCache>,
     rng: Mutex<StdRng>,
-    /// One MineBlock at a time.
-    mining: AsyncMutex<()>,
+    /// One MineBlock at a time; held until its search thread has stopped.
+    mining: Arc<AsyncMutex<()>>,
+    /// GetBlocks streams being served.
+    block_streams: Arc<Slots>,
+    /// Bytes all BroadcastBlockchain streams may buffer together.
+    inbound_bytes: Arc<Semaphore>,
     shutdown: CancellationToken,
     /// Background work (relays, syncs) that shutdown waits for.
     tasks: TaskTracker,
@@ -74,6 +79,7 @@ impl NodeHandle {
             max_inbound: config.max_inbound,
             target_outbound: config.target_outbound,
             max_failures: config.max_failures,
+            max_dial_attempts: config.max_dial_attempts,
             base_backoff: config.ping_interval,
         };
         let mut rng = match config.rng_seed {
@@ -81,6 +87,13 @@ impl NodeHandle {
             None => StdRng::from_os_rng(),
         };
         let peers = PeerTable::new(advertise, node_id.clone(), limits, rng.next_u64());
+        let block_streams = Slots::new(
+            "GetBlocks streams",
+            config.max_block_streams,
+            config.max_block_streams_per_client,
+            config.conn.v6_prefix,
+        );
+        let inbound_bytes = Arc::new(Semaphore::new(config.inbound_buffer_bytes));
         NodeHandle {
             inner: Arc::new(Inner {
                 config,
@@ -95,7 +108,9 @@ impl NodeHandle {
                 senders: SenderCheck::default(),
                 peer_cache,
                 rng: Mutex::new(rng),
-                mining: AsyncMutex::new(()),
+                mining: Arc::new(AsyncMutex::new(())),
+                block_streams,
+                inbound_bytes,
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -138,8 +153,24 @@ impl NodeHandle {
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.inner.tasks
     }
-    pub(crate) fn mining_lock(&self) -> &AsyncMutex<()> {
+    pub(crate) fn mining_lock(&self) -> &Arc<AsyncMutex<()>> {
         &self.inner.mining
+    }
+    pub(crate) fn block_streams(&self) -> &Arc<Slots> {
+        &self.inner.block_streams
+    }
+    pub(crate) fn inbound_bytes(&self) -> &Arc<Semaphore> {
+        &self.inner.inbound_bytes
+    }
+
+    /// Bytes of the BroadcastBlockchain buffer free right now.
+    pub fn inbound_buffer_available(&self) -> usize {
+        self.inner.inbound_bytes.available_permits()
+    }
+
+    /// Whether a MineBlock search is running (its thread has not stopped).
+    pub fn is_mining(&self) -> bool {
+        self.inner.mining.try_lock().is_err()
     }
 
     /// What the node has done so far.
@@ -163,13 +194,13 @@ impl NodeHandle {
 
     /// The claimed sender, if the connection it came over vouches for it
     /// (see [`crate::peers::attribution`]); otherwise the request is anonymous.
-    pub async fn verified_sender<'a>(
-        &self,
-        claimed: Option<&'a Sender>,
-        remote: Option<SocketAddr>,
-    ) -> Option<&'a Sender> {
+    pub fn verified_sender<'a>(&self, claimed: Option<&'a Sender>, remote: Option<SocketAddr>) -> Option<&'a Sender> {
         let sender = claimed.filter(|s| !s.address.is_empty())?;
-        if self.inner.senders.vouches(&sender.address, remote).await {
+        if sender.node_id == self.inner.node_id {
+            tracing::debug!(claimed = %sender.address, "a request claims to come from this node itself; treated as anonymous");
+            return None;
+        }
+        if self.inner.senders.vouches(&sender.address, remote) {
             Some(sender)
         } else {
             tracing::debug!(claimed = %sender.address, ?remote, "sender claim does not match the connection; treated as anonymous");

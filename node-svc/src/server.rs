@@ -9,7 +9,6 @@ use p2p_proto::node::PeerSource;
 use p2p_proto::node::node_server::NodeServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::{Chain, ChainHandle};
@@ -21,8 +20,8 @@ use crate::service::NodeService;
 use crate::sync::{SyncHandle, Syncer};
 use crate::{gossip, heartbeat, membership};
 
-/// Largest message the node's service accepts or sends.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long in-flight requests get to finish once shutdown starts.
+const SHUTDOWN_GRACE: std::time::Duration = p2p_proto::serving::SHUTDOWN_GRACE;
 
 /// A node serving in the background.
 #[derive(Debug)]
@@ -110,18 +109,24 @@ pub async fn spawn(
     reporter.set_serving::<NodeServer<NodeService>>().await;
     let (reflection_v1, reflection_v1alpha) =
         p2p_proto::serving::reflection().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    // Nothing larger than a valid block (and its envelope) is ever decoded.
+    let max_message = config.network.max_message_bytes();
     let service = NodeServer::new(NodeService::new(node.clone()))
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let server = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(256)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let close_all = CancellationToken::new();
+    let incoming = p2p_proto::conn::incoming(listener, config.conn, close_all.clone());
+    let server = config
+        .conn
+        .builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service);
     let task_node = node.clone();
     let task = tokio::spawn(async move {
-        let served = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled()).await;
+        let serve = server.serve_with_incoming_shutdown(incoming, shutdown.cancelled());
+        let served = p2p_proto::serving::serve_with_grace(serve, shutdown.clone(), close_all, SHUTDOWN_GRACE).await;
         shutdown.cancel();
         for t in background {
             let _ = t.await;

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
     Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
@@ -11,15 +11,19 @@ use p2p_proto::node::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::chain::{Hash, validate};
+use crate::chain::{self, Hash, validate};
 use crate::convert;
 use crate::error::Error;
 use crate::node::NodeHandle;
 
 /// Most locator hashes accepted (a locator for 2^64 blocks needs ~74).
 const MAX_LOCATOR: usize = 128;
-/// Blocks read from the store per step of a GetBlocks stream.
-const READ_CHUNK: usize = 100;
+/// Blocks read from the store per step of a GetBlocks stream: at most
+/// this many blocks of one stream are in memory at once, plus what HTTP/2
+/// flow control lets sit in the connection's send buffer.
+const READ_CHUNK: usize = 16;
+/// Default byte budget of a GetBlocks answer when the request sets none.
+const DEFAULT_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -41,7 +45,7 @@ impl NodeRpc for NodeService {
         let remote = request.remote_addr();
         let req = request.into_inner();
         let block = req.block.ok_or_else(|| Error::invalid("block", "is required"))?;
-        let sender = self.node.verified_sender(req.sender.as_ref(), remote).await;
+        let sender = self.node.verified_sender(req.sender.as_ref(), remote);
         let handled = self.node.receive_block(block, sender).await?;
         Ok(Response::new(SendBlockResponse {
             outcome: handled.outcome as i32,
@@ -62,6 +66,7 @@ impl NodeRpc for NodeService {
     type GetBlocksStream = BlockStream;
 
     async fn get_blocks(&self, request: Request<GetBlocksRequest>) -> Result<Response<BlockStream>, Status> {
+        let remote = request.remote_addr();
         let req = request.into_inner();
         let max = self.node.config().max_blocks_per_request;
         let limit = match req.limit {
@@ -84,30 +89,47 @@ impl NodeRpc for NodeService {
                 .map_err(Error::from)?;
             self.node.chain().read(move |r| r.fork_point(&locator)).await?
         };
-        let chain = self.node.chain().clone();
-        // Read lazily in chunks so a large answer never sits in memory whole.
-        let stream = futures::stream::unfold((start, limit), move |(next, left)| {
-            let chain = chain.clone();
-            async move {
-                if left == 0 {
-                    return None;
-                }
+        // Held by the producer: a stream nobody reads gives its slot back
+        // after the idle timeout.
+        let slot = self.node.block_streams().try_acquire(remote.map(|a| a.ip())).map_err(|refused| {
+            Error::ResourceExhausted(format!("{refused} (GetBlocks streams are capped per client and in total)"))
+        })?;
+        let max_bytes = match req.max_bytes {
+            0 => DEFAULT_MAX_BYTES,
+            n => n,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<PbBlock, Status>>(1);
+        let (chain, idle) = (self.node.chain().clone(), self.node.config().stream_idle_timeout);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (mut next, mut left, mut bytes) = (start, limit, 0u64);
+            while left > 0 {
                 let take = left.min(READ_CHUNK);
-                match chain.read(move |r| r.main_from(next, take)).await {
-                    Ok(blocks) if blocks.is_empty() => None,
-                    Ok(blocks) => {
-                        let n = blocks.len();
-                        let items: Vec<Result<PbBlock, Status>> =
-                            blocks.iter().map(|b| Ok(convert::block_to_proto(b))).collect();
-                        let left = if n < take { 0 } else { left - n };
-                        Some((futures::stream::iter(items), (next + n as u64, left)))
+                let blocks = match chain.read(move |r| r.main_from(next, take)).await {
+                    Ok(b) if b.is_empty() => return,
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
                     }
-                    Err(e) => Some((futures::stream::iter(vec![Err(Status::from(e))]), (next, 0))),
+                };
+                let n = blocks.len();
+                for b in blocks {
+                    bytes += (b.data.len() + chain::params::MESSAGE_OVERHEAD) as u64;
+                    if bytes > max_bytes && next > start {
+                        return;
+                    }
+                    next += 1;
+                    // A reader that takes nothing for the idle timeout is dropped.
+                    match tokio::time::timeout(idle, tx.send(Ok(convert::block_to_proto(&b)))).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
                 }
+                left = if n < take { 0 } else { left - n };
             }
-        })
-        .flatten();
-        Ok(Response::new(Box::pin(stream)))
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {

@@ -29,7 +29,9 @@ pub enum AddressError {
     UnbracketedIpv6(String),
     #[error("host {0:?} is not a valid DNS name or IPv4 address")]
     BadHost(String),
-    #[error("host {0:?} is a numeric IPv4 spelling (hex, octal or shortened); write the address as four decimal numbers, e.g. 127.0.0.1")]
+    #[error(
+        "host {0:?} is a numeric IPv4 spelling (hex, octal or shortened); write the address as four decimal numbers, e.g. 127.0.0.1"
+    )]
     NumericHost(String),
 }
 
@@ -131,7 +133,9 @@ fn parse_host(host: &str) -> Result<Host, AddressError> {
     // `0x7f000001`), giving one endpoint many spellings.
     let last = host.rsplit('.').next().unwrap_or(host);
     let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
-    if (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+        || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Err(AddressError::NumericHost(host.to_string()));
     }
     if is_dns_name(host) {
@@ -175,7 +179,8 @@ mod tests {
 
     #[test]
     fn numeric_ipv4_spellings_are_refused_and_mapped_ipv6_is_ipv4() {
-        for input in ["0x7f.1:3000", "0x7f000001:3000", "0X7F000001:3000", "0x7f.0.0.1:3000", "node.1:3000", "a.0x:3000"]
+        for input in
+            ["0x7f.1:3000", "0x7f000001:3000", "0X7F000001:3000", "0x7f.0.0.1:3000", "node.1:3000", "a.0x:3000"]
         {
             assert!(matches!(PeerAddress::parse(input), Err(AddressError::NumericHost(_))), "{input}");
         }

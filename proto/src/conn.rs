@@ -16,6 +16,7 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::{Slot, Slots};
@@ -69,37 +70,80 @@ impl ConnLimits {
     }
 }
 
+/// The flags both servers take for [`ConnLimits`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnArgs {
+    /// Open connections at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "P2P_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Open connections per client (an IPv4 address or an IPv6 prefix).
+    #[arg(long, env = "P2P_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection may send nothing (not even a keepalive answer) before it is closed.
+    #[arg(long, env = "P2P_IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    #[arg(long, env = "P2P_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
+    pub max_streams_per_connection: u32,
+    /// Leading bits of an IPv6 address that identify one client for per-client limits.
+    #[arg(long, env = "P2P_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+}
+
+impl ConnArgs {
+    pub fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections.max(1),
+            max_per_client: self.max_connections_per_ip.max(1),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_streams_per_connection: self.max_streams_per_connection.max(1),
+            v6_prefix: self.ipv6_prefix,
+            ..ConnLimits::default()
+        }
+    }
+}
+
 /// First and longest pause after a failed accept.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// The accepted connections of `listener`, within `limits`.
-pub fn incoming(listener: TcpListener, limits: ConnLimits) -> impl Stream<Item = io::Result<Conn>> + Send {
+/// The accepted connections of `listener`, within `limits`. Cancelling
+/// `close_all` makes every connection accepted here fail its next read or
+/// write, so a server can end connections whose clients stopped reading
+/// (graceful shutdown alone would wait for them forever).
+pub fn incoming(
+    listener: TcpListener,
+    limits: ConnLimits,
+    close_all: CancellationToken,
+) -> impl Stream<Item = io::Result<Conn>> + Send {
     let slots = Slots::new("connections", limits.max_connections, limits.max_per_client, limits.v6_prefix);
-    futures::stream::unfold((listener, slots, ACCEPT_BACKOFF_MIN), move |(listener, slots, mut backoff)| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, remote)) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    match slots.try_acquire(Some(remote.ip())) {
-                        Ok(slot) => {
-                            let _ = stream.set_nodelay(true);
-                            let conn = Conn::new(stream, slot, limits.idle_timeout);
-                            return Some((Ok(conn), (listener, slots, backoff)));
-                        }
-                        Err(refused) => {
-                            // Dropping the stream closes it.
-                            tracing::debug!(%remote, %refused, "connection refused");
+    futures::stream::unfold((listener, slots, ACCEPT_BACKOFF_MIN), move |(listener, slots, mut backoff)| {
+        let close_all = close_all.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, remote)) => {
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        match slots.try_acquire(Some(remote.ip())) {
+                            Ok(slot) => {
+                                let _ = stream.set_nodelay(true);
+                                let conn = Conn::new(stream, slot, limits.idle_timeout, close_all.clone());
+                                return Some((Ok(conn), (listener, slots, backoff)));
+                            }
+                            Err(refused) => {
+                                // Dropping the stream closes it.
+                                tracing::debug!(%remote, %refused, "connection refused");
+                            }
                         }
                     }
-                }
-                Err(e) if is_per_connection(&e) => {}
-                Err(e) => {
-                    if backoff == ACCEPT_BACKOFF_MIN {
-                        tracing::error!(error = %e, "accept failed (out of file descriptors?); backing off until it works again");
+                    Err(e) if is_per_connection(&e) => {}
+                    Err(e) => {
+                        if backoff == ACCEPT_BACKOFF_MIN {
+                            tracing::error!(error = %e, "accept failed (out of file descriptors?); backing off until it works again");
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             }
         }
@@ -108,10 +152,7 @@ pub fn incoming(listener: TcpListener, limits: ConnLimits) -> impl Stream<Item =
 
 /// Errors that concern one connection only (the listener is fine).
 fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-    )
+    matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
 }
 
 /// An accepted connection holding its slot; reads fail with `TimedOut`
@@ -122,11 +163,21 @@ pub struct Conn {
     _slot: Slot,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Conn {
-    fn new(stream: TcpStream, slot: Slot, idle: Duration) -> Self {
-        Conn { stream, _slot: slot, idle, deadline: Box::pin(tokio::time::sleep(idle)) }
+    fn new(stream: TcpStream, slot: Slot, idle: Duration, close: CancellationToken) -> Self {
+        let closed = Box::pin(close.cancelled_owned());
+        Conn { stream, _slot: slot, idle, deadline: Box::pin(tokio::time::sleep(idle)), closed }
+    }
+
+    /// Ready with an error once the server closed all connections.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        match self.closed.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::ConnectionAborted, "server shutting down")),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     pub fn remote_addr(&self) -> Option<SocketAddr> {
@@ -143,6 +194,9 @@ impl Connected for Conn {
 
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Poll::Ready(e) = self.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -165,6 +219,9 @@ impl AsyncRead for Conn {
 
 impl AsyncWrite for Conn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(e) = self.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -178,6 +235,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(e) = self.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -201,7 +261,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ConnLimits { max_per_client: 2, idle_timeout: Duration::from_millis(300), ..Default::default() };
-        let mut accepted = Box::pin(incoming(listener, limits));
+        let mut accepted = Box::pin(incoming(listener, limits, CancellationToken::new()));
         let a = TcpStream::connect(addr).await.unwrap();
         let conn_a = accepted.next().await.unwrap().unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();

@@ -90,3 +90,36 @@ pub fn write_addr_file(path: &std::path::Path, addr: std::net::SocketAddr) -> st
     std::fs::write(&tmp, format!("{addr}\n"))?;
     std::fs::rename(&tmp, path)
 }
+
+/// How long a stopping server lets in-flight requests finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `serve` (a server future that stops gracefully when `shutdown`
+/// fires); once `shutdown` has fired it gets `grace` to finish, then
+/// `close_all` is cancelled, which fails every connection accepted by
+/// [`crate::conn::incoming`] with that token. A client that never reads its
+/// stream cannot hold a server's shutdown forever.
+pub async fn serve_with_grace<F, E>(
+    serve: F,
+    shutdown: tokio_util::sync::CancellationToken,
+    close_all: tokio_util::sync::CancellationToken,
+    grace: std::time::Duration,
+) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => return r,
+        _ = shutdown.cancelled() => {}
+    }
+    if let Ok(r) = tokio::time::timeout(grace, &mut serve).await {
+        return r;
+    }
+    tracing::warn!(
+        grace_secs = grace.as_secs_f64(),
+        "requests still open after the shutdown grace period; closing their connections"
+    );
+    close_all.cancel();
+    serve.await
+}

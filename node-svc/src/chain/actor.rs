@@ -59,16 +59,15 @@ pub enum ChainEvent {
 
 type Verdicts = Result<Vec<Result<Accepted, BlockError>>, StoreError>;
 
-struct AcceptCmd {
-    blocks: Vec<Block>,
-    origin: Origin,
-    reply: oneshot::Sender<Verdicts>,
+enum Cmd {
+    Accept { blocks: Vec<Block>, origin: Origin, reply: oneshot::Sender<Verdicts> },
+    Prune { depth: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
 }
 
 /// Cloneable access to the chain.
 #[derive(Debug, Clone)]
 pub struct ChainHandle {
-    tx: mpsc::Sender<AcceptCmd>,
+    tx: mpsc::Sender<Cmd>,
     reader: ChainReader,
     events: broadcast::Sender<ChainEvent>,
     orphans: Arc<AtomicUsize>,
@@ -78,7 +77,7 @@ pub struct ChainHandle {
 impl ChainHandle {
     /// Starts the actor thread; it stops when every handle is dropped.
     pub fn spawn(mut chain: Chain, clock: Arc<dyn Clock>) -> Result<(Self, std::thread::JoinHandle<()>), Error> {
-        let (tx, mut rx) = mpsc::channel::<AcceptCmd>(256);
+        let (tx, mut rx) = mpsc::channel::<Cmd>(256);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let reader = chain.reader();
         let genesis_hash = chain.genesis().hash;
@@ -88,7 +87,14 @@ impl ChainHandle {
             .name("chain".into())
             .spawn(move || {
                 while let Some(cmd) = rx.blocking_recv() {
-                    let result = chain.accept_batch(cmd.blocks, clock.now_unix_ms());
+                    let (blocks, origin, reply) = match cmd {
+                        Cmd::Accept { blocks, origin, reply } => (blocks, origin, reply),
+                        Cmd::Prune { depth, reply } => {
+                            let _ = reply.send(chain.prune_side_branches(depth));
+                            continue;
+                        }
+                    };
+                    let result = chain.accept_batch(blocks, clock.now_unix_ms());
                     count.store(chain.orphan_count(), Ordering::Relaxed);
                     let result = result.map(|applied| {
                         let Applied { verdicts, new_tip, reorgs } = applied;
@@ -97,11 +103,11 @@ impl ChainHandle {
                             let _ = publish.send(ChainEvent::Reorg { removed: r.removed, added: r.added });
                         }
                         if let Some(block) = new_tip {
-                            let _ = publish.send(ChainEvent::TipChanged { block: Arc::new(block), origin: cmd.origin });
+                            let _ = publish.send(ChainEvent::TipChanged { block: Arc::new(block), origin });
                         }
                         verdicts
                     });
-                    let _ = cmd.reply.send(result);
+                    let _ = reply.send(result);
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start chain thread: {e}")))?;
@@ -111,7 +117,20 @@ impl ChainHandle {
     /// Offers blocks in order; one verdict each (plus connected orphans).
     pub async fn accept(&self, blocks: Vec<Block>, origin: Origin) -> Result<Vec<Result<Accepted, BlockError>>, Error> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(AcceptCmd { blocks, origin, reply }).await.map_err(|_| Error::ShuttingDown)?;
+        self.tx.send(Cmd::Accept { blocks, origin, reply }).await.map_err(|_| Error::ShuttingDown)?;
+        Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
+    }
+
+    /// Offers the held early blocks whose time has come (a no-op when none is due).
+    pub async fn retry_early(&self) -> Result<Vec<Result<Accepted, BlockError>>, Error> {
+        self.accept(Vec::new(), Origin::Gossip { from: None }).await
+    }
+
+    /// Deletes side branches ending more than `depth` below the tip
+    /// ([`Chain::prune_side_branches`]); returns how many blocks went.
+    pub async fn prune_side_branches(&self, depth: u64) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Prune { depth, reply }).await.map_err(|_| Error::ShuttingDown)?;
         Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
     }
 
@@ -223,5 +242,65 @@ mod tests {
         clock.advance_ms(10 * 60 * 1000);
         let verdict = chain.accept(early[1..].to_vec(), Origin::Local).await.unwrap().remove(0);
         assert_eq!(verdict.unwrap().outcome, crate::chain::Outcome::Appended);
+    }
+
+    #[tokio::test]
+    async fn a_slightly_early_block_is_held_and_accepted_when_its_time_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let chain = start(&dir, &clock);
+        let mut events = chain.subscribe();
+        let p = params();
+        // 3 minutes ahead: beyond the 2-minute rule, within the holding window.
+        let early = chain_of(&p, 2, NOW + 3 * 60 * 1000);
+        let verdicts = chain.accept(early[1..].to_vec(), Origin::Gossip { from: Some("a:1".into()) }).await.unwrap();
+        for v in &verdicts {
+            assert_eq!(v.as_ref().unwrap().outcome, crate::chain::Outcome::Deferred, "{verdicts:?}");
+        }
+        assert_eq!(chain.tip().await.unwrap().height, 0);
+        assert!(chain.retry_early().await.unwrap().is_empty(), "not due yet");
+        clock.advance_ms(61_000);
+        let verdicts = chain.retry_early().await.unwrap();
+        assert_eq!(verdicts.len(), 2);
+        assert_eq!(chain.tip().await.unwrap().hash, early[2].hash);
+        assert!(matches!(events.try_recv(), Ok(ChainEvent::TipChanged { .. })));
+    }
+
+    #[tokio::test]
+    async fn side_branches_far_below_the_tip_are_pruned_and_the_main_chain_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(NOW);
+        let chain = start(&dir, &clock);
+        let p = params();
+        let main = chain_of(&p, 30, NOW - 10_000);
+        chain.accept(main[1..].to_vec(), Origin::Local).await.unwrap();
+        // A branch off height 2 (cheap to mine at a fixed difficulty) and one off height 28.
+        let old = extend(&p, &main[..3], 3, NOW - 9_000, "old");
+        let recent = extend(&p, &main[..29], 1, NOW - 8_000, "recent");
+        for b in [&old[3..], &recent[29..]] {
+            let v = chain.accept(b.to_vec(), Origin::Local).await.unwrap();
+            assert!(v.iter().all(|v| v.as_ref().unwrap().outcome == crate::chain::Outcome::SideBranch));
+        }
+        assert_eq!(chain.prune_side_branches(10).await.unwrap(), 3, "the old branch, built on pruned blocks too");
+        for b in &old[3..] {
+            let h = b.hash;
+            assert!(!chain.read(move |r| r.contains(&h)).await.unwrap(), "pruned");
+        }
+        let h = recent[29].hash;
+        assert!(chain.read(move |r| r.contains(&h)).await.unwrap(), "a branch near the tip stays");
+        for b in &main {
+            let h = b.hash;
+            assert!(chain.read(move |r| r.contains(&h)).await.unwrap(), "the main chain stays");
+        }
+        assert_eq!(chain.prune_side_branches(10).await.unwrap(), 0);
+        // A reorg moves the old main blocks to the side table: they become prunable.
+        let heavier = extend(&p, &main[..29], 3, NOW - 7_000, "heavier");
+        chain.accept(heavier[29..].to_vec(), Origin::Local).await.unwrap();
+        assert_eq!(chain.tip().await.unwrap().hash, heavier[31].hash);
+        assert_eq!(
+            chain.prune_side_branches(0).await.unwrap(),
+            3,
+            "the old main blocks 29 and 30, and the recent branch"
+        );
     }
 }

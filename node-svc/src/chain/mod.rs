@@ -8,6 +8,7 @@
 
 pub mod actor;
 pub mod block;
+mod early;
 pub mod fork_choice;
 mod orphans;
 pub mod params;
@@ -25,6 +26,8 @@ use redb::{Database, ReadableTable};
 
 pub use actor::{ChainEvent, ChainHandle, Origin};
 pub use block::{Block, Hash, ZERO_HASH};
+use early::EarlyPool;
+pub use early::MAX_EARLY;
 use fork_choice::{Candidate, Choice, MainHead};
 pub use orphans::MAX_ORPHANS;
 use orphans::OrphanPool;
@@ -47,6 +50,16 @@ pub enum Outcome {
     /// Its branch now has the most work; the main chain was reorganised,
     /// `depth` blocks were taken off the old main chain.
     Reorg { depth: u64 },
+    /// Stamped ahead of our clock by more than the drift rule allows but
+    /// within the holding window: held, offered again when its time comes.
+    Deferred,
+}
+
+impl Outcome {
+    /// The block is now stored (on some branch).
+    pub fn stored(&self) -> bool {
+        matches!(self, Outcome::Appended | Outcome::SideBranch | Outcome::Reorg { .. })
+    }
 }
 
 /// Result of offering one block.
@@ -81,6 +94,7 @@ pub struct Chain {
     params: NetworkParams,
     genesis: Block,
     orphans: OrphanPool,
+    early: EarlyPool,
 }
 
 impl Chain {
@@ -119,7 +133,7 @@ impl Chain {
             }
             tx.commit()?;
         }
-        let chain = Chain { db, params, genesis, orphans: OrphanPool::default() };
+        let chain = Chain { db, params, genesis, orphans: OrphanPool::default(), early: EarlyPool::default() };
         chain.validate_main_chain()?;
         Ok(chain)
     }
@@ -138,6 +152,11 @@ impl Chain {
 
     pub fn orphan_count(&self) -> usize {
         self.orphans.len()
+    }
+
+    /// Blocks held until their timestamp is within the drift rule.
+    pub fn early_count(&self) -> usize {
+        self.early.len()
     }
 
     /// Re-checks every main-chain block read back from disk.
@@ -186,8 +205,25 @@ impl Chain {
     /// verdict; an invalid one does not stop the others. Orphans whose parent
     /// arrives are connected too (their verdicts are appended at the end).
     /// `Err` only for storage failures, in which case nothing was applied.
+    /// Held early blocks whose time has come are offered first (their
+    /// verdicts come first); an empty batch with none due writes nothing.
     pub fn accept_batch(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {
-        let mut tx = self.db.begin_write()?;
+        let mut due = self.early.take_due(now_ms.saturating_add(self.params.max_future_ms));
+        if due.is_empty() && blocks.is_empty() {
+            return Ok(Applied::default());
+        }
+        let mut tx = match self.db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                // Nothing was applied: the due blocks wait for the next try.
+                for b in due {
+                    self.early.insert(b);
+                }
+                return Err(e.into());
+            }
+        };
+        due.extend(blocks);
+        let blocks = due;
         tx.set_quick_repair(true);
         let mut applied = Applied { verdicts: Vec::with_capacity(blocks.len()), ..Applied::default() };
         let mut new_orphans = Vec::new();
@@ -198,8 +234,7 @@ impl Chain {
                 let hash = b.hash;
                 let verdict = self.accept_one(&mut t, b, now_ms, &mut new_orphans, &mut applied)?;
                 if let Ok(a) = &verdict
-                    && a.outcome != Outcome::Orphan
-                    && a.outcome != Outcome::Duplicate
+                    && a.outcome.stored()
                 {
                     // Orphans waiting for this block can connect now.
                     queue.extend(self.orphans.take_children(&hash));
@@ -232,8 +267,20 @@ impl Chain {
                 Err(BlockError::WrongGenesis { got: hex::encode(hash), want: hex::encode(self.genesis.hash) })
             });
         }
-        if let Err(e) = validate::check_standalone(&b, &self.params, now_ms) {
-            return Ok(Err(e));
+        match validate::check_standalone(&b, &self.params, now_ms) {
+            Ok(()) => {}
+            // Early but within the holding window: most likely our clock is behind.
+            Err(BlockError::FromTheFuture { ts, .. })
+                if ts <= now_ms.saturating_add(self.params.max_future_ms.saturating_mul(2)) =>
+            {
+                if t.blocks.get(hash.as_slice())?.is_some() {
+                    return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
+                }
+                let outcome = if self.early.contains(&b) { Outcome::Duplicate } else { Outcome::Deferred };
+                self.early.insert(b);
+                return Ok(Ok(Accepted { hash, outcome }));
+            }
+            Err(e) => return Ok(Err(e)),
         }
         if t.blocks.get(hash.as_slice())?.is_some() {
             return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
@@ -255,7 +302,10 @@ impl Chain {
         let tip_hash = t.tip_hash()?;
         let tip = MainHead { hash: tip_hash, work: t.work_of(&tip_hash)? };
         let outcome = match fork_choice::choose(&tip, &Candidate { parent: b.prev_hash, work: total }) {
-            Choice::Keep => return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch })),
+            Choice::Keep => {
+                t.side.insert((b.index, hash.as_slice()), ())?;
+                return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch }));
+            }
             Choice::Extend => {
                 t.main.insert(b.index, hash.as_slice())?;
                 Outcome::Appended
@@ -276,14 +326,64 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// Deletes side branches that end more than `depth` blocks below the
+    /// main tip: every side block below that height and every side block
+    /// built on a deleted one. At a fixed difficulty a block off an old
+    /// height costs as little as one at the tip, so without this anyone
+    /// could make a node store blocks forever. Returns how many went.
+    pub fn prune_side_branches(&mut self, depth: u64) -> Result<usize, StoreError> {
+        let tip_height = self.reader().tip()?.height;
+        let Some(cutoff) = tip_height.checked_sub(depth) else { return Ok(0) };
+        let tx = self.db.begin_read()?;
+        let side = tx.open_table(store::SIDE)?;
+        if side.range((0u64, [].as_slice())..(cutoff, [].as_slice()))?.next().is_none() {
+            return Ok(0);
+        }
+        let entries: Vec<(u64, Hash)> = side
+            .iter()?
+            .map(|e| {
+                let (k, _) = e?;
+                let (h, hash) = k.value();
+                Ok((h, store::hash_of(hash)?))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        drop(side);
+        drop(tx);
+        let mut tx = self.db.begin_write()?;
+        tx.set_quick_repair(true);
+        let mut deleted = std::collections::HashSet::new();
+        {
+            let mut t = Tables::open(&tx)?;
+            // Height order: a parent is decided before its children.
+            for (height, hash) in entries {
+                let doomed = height < cutoff || t.block(&hash)?.is_some_and(|b| deleted.contains(&b.prev_hash));
+                if doomed {
+                    t.blocks.remove(hash.as_slice())?;
+                    t.work.remove(hash.as_slice())?;
+                    t.side.remove((height, hash.as_slice()))?;
+                    deleted.insert(hash);
+                }
+            }
+        }
+        tx.commit()?;
+        if !deleted.is_empty() {
+            tracing::info!(blocks = deleted.len(), below_height = cutoff, "pruned side branches");
+        }
+        Ok(deleted.len())
+    }
+}
+
 /// Makes `new_tip`'s branch the main chain (the old tip was at
 /// `old_height`); returns the blocks taken off and put on.
 fn switch_main_chain(t: &mut Tables<'_>, new_tip: &Block, old_height: u64) -> Result<Reorg, StoreError> {
     let mut removed = Vec::new();
     // Main-chain entries above the new tip (a heavier but shorter branch) go.
     for h in (new_tip.index + 1..=old_height).rev() {
-        if let Some(old) = t.main.remove(h)? {
-            removed.push(store::hash_of(old.value())?);
+        let old = t.main.remove(h)?.map(|old| store::hash_of(old.value())).transpose()?;
+        if let Some(old) = old {
+            t.side.insert((h, old.as_slice()), ())?;
+            removed.push(old);
         }
     }
     let mut added = Vec::new();
@@ -294,8 +394,10 @@ fn switch_main_chain(t: &mut Tables<'_>, new_tip: &Block, old_height: u64) -> Re
             break;
         }
         if let Some(old) = old {
+            t.side.insert((cur.index, old.as_slice()), ())?;
             removed.push(old);
         }
+        t.side.remove((cur.index, cur.hash.as_slice()))?;
         t.main.insert(cur.index, cur.hash.as_slice())?;
         added.push(cur.hash);
         if cur.index == 0 {

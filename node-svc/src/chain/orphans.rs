@@ -7,12 +7,15 @@ use super::block::{Block, Hash};
 
 /// Most blocks kept waiting for their parent.
 pub const MAX_ORPHANS: usize = 1024;
+/// Most bytes of block data kept waiting for their parent.
+pub const MAX_ORPHAN_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Default)]
 pub(super) struct OrphanPool {
     by_hash: HashMap<Hash, Block>,
     by_parent: HashMap<Hash, Vec<Hash>>,
     order: VecDeque<Hash>,
+    bytes: usize,
 }
 
 impl OrphanPool {
@@ -28,17 +31,19 @@ impl OrphanPool {
         if self.by_hash.contains_key(&b.hash) {
             return;
         }
-        while self.by_hash.len() >= MAX_ORPHANS {
+        while self.by_hash.len() >= MAX_ORPHANS || self.bytes + b.data.len() > MAX_ORPHAN_BYTES {
             let Some(old) = self.order.pop_front() else { break };
             self.remove(&old);
         }
         self.order.push_back(b.hash);
         self.by_parent.entry(b.prev_hash).or_default().push(b.hash);
+        self.bytes += b.data.len();
         self.by_hash.insert(b.hash, b);
     }
 
     fn remove(&mut self, hash: &Hash) -> Option<Block> {
         let b = self.by_hash.remove(hash)?;
+        self.bytes -= b.data.len();
         if let Some(siblings) = self.by_parent.get_mut(&b.prev_hash) {
             siblings.retain(|h| h != hash);
             if siblings.is_empty() {
@@ -52,6 +57,8 @@ impl OrphanPool {
     pub fn take_children(&mut self, parent: &Hash) -> Vec<Block> {
         let Some(children) = self.by_parent.remove(parent) else { return Vec::new() };
         self.order.retain(|h| !children.contains(h));
-        children.iter().filter_map(|h| self.by_hash.remove(h)).collect()
+        let taken: Vec<Block> = children.iter().filter_map(|h| self.by_hash.remove(h)).collect();
+        self.bytes -= taken.iter().map(|b| b.data.len()).sum::<usize>();
+        taken
     }
 }

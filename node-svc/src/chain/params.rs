@@ -2,8 +2,10 @@
 
 use super::block::{Block, ZERO_HASH};
 
-/// Consensus parameters. Two nodes with different parameters are on
-/// different networks (their genesis blocks differ).
+/// Consensus parameters. Every one of them is committed to by the genesis
+/// block, so two nodes with different parameters are on different networks:
+/// their Ping handshake fails with a clear FailedPrecondition ("different
+/// network") instead of each banning the other for blocks it thinks invalid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkParams {
     /// Name, committed to by the genesis block.
@@ -20,6 +22,11 @@ pub struct NetworkParams {
 /// Most difficulty a network may ask for: beyond this no block would be found.
 pub const MAX_DIFFICULTY_BITS: u32 = 64;
 
+/// Bytes a block's message may take beyond its data: the header fields,
+/// two hashes, protobuf framing and a SendBlock's sender (a 64-byte node
+/// id and an address of at most 259 bytes), with room to spare.
+pub const MESSAGE_OVERHEAD: usize = 1024;
+
 impl NetworkParams {
     pub fn devnet() -> Self {
         NetworkParams {
@@ -30,8 +37,15 @@ impl NetworkParams {
         }
     }
 
+    /// Largest gRPC message a valid block (or a request carrying one) can
+    /// need: the node's decoding limit, in both directions.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_data_bytes.saturating_add(MESSAGE_OVERHEAD)
+    }
+
     /// The network's genesis block: identical on every node, derived from
-    /// the parameters alone (data naming the network, timestamp 0, nonce 0).
+    /// the parameters alone (data naming the network and every consensus
+    /// parameter, timestamp 0, nonce 0).
     /// It is defined, not mined: nodes accept it by exact hash and it is
     /// exempt from proof of work, so starting a node costs nothing at any
     /// difficulty.
@@ -39,7 +53,11 @@ impl NetworkParams {
         let mut block = Block {
             index: 0,
             timestamp_ms: 0,
-            data: format!("genesis of network {:?}", self.name).into_bytes(),
+            data: format!(
+                "genesis of network {:?} difficulty_bits={} max_data_bytes={} max_future_ms={}",
+                self.name, self.difficulty_bits, self.max_data_bytes, self.max_future_ms
+            )
+            .into_bytes(),
             prev_hash: ZERO_HASH,
             nonce: 0,
             difficulty_bits: self.difficulty_bits,
@@ -64,5 +82,9 @@ mod tests {
         assert_eq!(g.compute_hash(), g.hash);
         let harder = NetworkParams { difficulty_bits: 9, ..a.clone() };
         assert_ne!(harder.genesis().hash, g.hash, "difficulty is part of the network's identity");
+        let bigger = NetworkParams { max_data_bytes: a.max_data_bytes + 1, ..a.clone() };
+        assert_ne!(bigger.genesis().hash, g.hash, "the block size limit is part of it too");
+        let drift = NetworkParams { max_future_ms: a.max_future_ms + 1, ..a.clone() };
+        assert_ne!(drift.genesis().hash, g.hash, "and the future-drift rule");
     }
 }

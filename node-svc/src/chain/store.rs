@@ -5,6 +5,8 @@
 //! - `work`: hash → cumulative work from genesis through that block (u128).
 //! - `main`: height → hash of the main-chain block at that height.
 //! - `meta`: `tip` → hash of the main chain's tip.
+//! - `side`: (height, hash) of every stored block off the main chain, so
+//!   side branches can be found and pruned without scanning `blocks`.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ pub(super) const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("b
 pub(super) const WORK: TableDefinition<&[u8], u128> = TableDefinition::new("work");
 pub(super) const MAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("main");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const SIDE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("side");
 pub(super) const TIP: &str = "tip";
 
 /// Storage failures (not a block's fault). The underlying error stays
@@ -186,6 +189,7 @@ pub(super) struct Tables<'tx> {
     pub work: redb::Table<'tx, &'static [u8], u128>,
     pub main: redb::Table<'tx, u64, &'static [u8]>,
     pub meta: redb::Table<'tx, &'static str, &'static [u8]>,
+    pub side: redb::Table<'tx, (u64, &'static [u8]), ()>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -195,6 +199,7 @@ impl<'tx> Tables<'tx> {
             work: tx.open_table(WORK)?,
             main: tx.open_table(MAIN)?,
             meta: tx.open_table(META)?,
+            side: tx.open_table(SIDE)?,
         })
     }
 

@@ -66,6 +66,8 @@ pub struct PeerLimits {
     pub target_outbound: usize,
     /// Missed exchanges in a row before a peer is failing.
     pub max_failures: u32,
+    /// Failed tries after which a peer that never answered is forgotten.
+    pub max_dial_attempts: u32,
     /// First retry delay of a failing peer (doubles up to 8x, plus jitter
     /// of up to the delay itself: never more than 16x).
     pub base_backoff: Duration,

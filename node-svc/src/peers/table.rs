@@ -5,7 +5,7 @@
 //! directly and a simulator can drive it. The tasks that dial peers ask the
 //! [`super::Dialer`] for a channel to an address this table hands out.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -23,8 +23,11 @@ pub const BAN_SCORE: i32 = -100;
 pub const INVALID_BLOCK_PENALTY: i32 = -50;
 /// How long a ban lasts.
 pub const BAN_DURATION_MS: u64 = 10 * 60 * 1000;
-/// Self aliases remembered at most (addresses found to be this node).
+/// Self aliases remembered at most (addresses found to be this node); the
+/// oldest is forgotten first.
 const MAX_SELF_ALIASES: usize = 64;
+/// Bans remembered at most; when full, the ban ending soonest is lifted early.
+pub const MAX_BANS: usize = 4096;
 
 /// The table. Shared by reference; all methods take `&self`.
 #[derive(Debug)]
@@ -40,8 +43,11 @@ struct Inner {
     peers: HashMap<String, PeerEntry>,
     /// Retry schedules of failing peers.
     backoffs: HashMap<String, ExponentialBackoff>,
-    /// Addresses found to be this node itself (by node id).
-    self_aliases: HashSet<String>,
+    /// Addresses found to be this node itself (by node id), oldest first.
+    self_aliases: VecDeque<String>,
+    /// Banned addresses and when each ban ends. Kept apart from `peers` so
+    /// bans never take a slot of the table or of the inbound share.
+    bans: HashMap<String, u64>,
     rng: StdRng,
 }
 
@@ -52,7 +58,8 @@ impl PeerTable {
         let inner = Inner {
             peers: HashMap::new(),
             backoffs: HashMap::new(),
-            self_aliases: HashSet::new(),
+            self_aliases: VecDeque::new(),
+            bans: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
         };
         PeerTable { inner: Mutex::new(inner), own_address, own_node_id, limits }
@@ -63,18 +70,22 @@ impl PeerTable {
     }
 
     /// Adds a peer we heard of; returns true if it is new. Our own address,
-    /// known aliases of ourselves and invalid addresses are ignored.
+    /// known aliases of ourselves, banned and invalid addresses are ignored.
+    /// A node id given here fills in an unknown one but never replaces the
+    /// one the peer itself answered with.
     pub fn learn(&self, address: &str, source: PeerSource, node_id: Option<&str>) -> bool {
         let Ok(address) = p2p_proto::address::canonicalize(address) else { return false };
         if address == self.own_address || node_id.is_some_and(|id| id == self.own_node_id) {
             return false;
         }
         let mut inner = self.lock();
-        if inner.self_aliases.contains(&address) {
+        if inner.self_aliases.contains(&address) || inner.bans.contains_key(&address) {
             return false;
         }
         if let Some(p) = inner.peers.get_mut(&address) {
-            if let Some(id) = node_id.filter(|id| !id.is_empty()) {
+            if let Some(id) = node_id.filter(|id| !id.is_empty())
+                && p.node_id.is_empty()
+            {
                 p.node_id = id.to_string();
             }
             return false;
@@ -95,24 +106,25 @@ impl PeerTable {
         true
     }
 
-    /// Records a successful exchange. If the peer turns out to be this node
-    /// (same node id under another address), it is dropped for good.
+    /// Records a successful exchange *we* started (our ping answered by
+    /// whoever listens at `address`); inbound claims never come here. If the
+    /// peer turns out to be this node (same node id under another address),
+    /// the address is remembered as an alias of ourselves.
     pub fn alive(&self, address: &str, tip: PeerTip, now_ms: u64) {
         let mut inner = self.lock();
         if tip.node_id == self.own_node_id {
             inner.remove(address);
-            if inner.self_aliases.len() >= MAX_SELF_ALIASES {
-                inner.self_aliases.clear();
+            if !inner.self_aliases.iter().any(|a| a == address) {
+                if inner.self_aliases.len() >= MAX_SELF_ALIASES {
+                    inner.self_aliases.pop_front();
+                }
+                inner.self_aliases.push_back(address.to_string());
             }
-            inner.self_aliases.insert(address.to_string());
             tracing::info!(peer = %address, "peer is this node itself; dropped");
             return;
         }
         inner.backoffs.remove(address);
         let Some(p) = inner.peers.get_mut(address) else { return };
-        if p.state == PeerState::Banned {
-            return;
-        }
         if p.state != PeerState::Active {
             tracing::info!(peer = %address, from = ?p.state, "peer state -> Active");
         }
@@ -129,15 +141,19 @@ impl PeerTable {
     }
 
     /// Records a failed exchange; after `max_failures` in a row the peer goes
-    /// Failing and is retried with exponential backoff and jitter.
+    /// Failing and is retried with exponential backoff and jitter. A peer
+    /// that never answered at all is forgotten after `max_dial_attempts`
+    /// (configured peers are kept).
     pub fn failed(&self, address: &str, now_ms: u64) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(p) = inner.peers.get_mut(address) else { return };
-        if p.state == PeerState::Banned {
+        p.failures = p.failures.saturating_add(1);
+        if p.last_seen_ms == 0 && p.failures >= self.limits.max_dial_attempts && p.source != PeerSource::Configured {
+            tracing::info!(peer = %address, tries = p.failures, "peer never answered; forgotten");
+            inner.remove(address);
             return;
         }
-        p.failures = p.failures.saturating_add(1);
         if p.failures >= self.limits.max_failures && p.state != PeerState::Failing {
             tracing::warn!(peer = %address, failures = p.failures, "peer state -> Failing");
             p.state = PeerState::Failing;
@@ -160,32 +176,56 @@ impl PeerTable {
         }
     }
 
-    /// Lowers a peer's score; at [`BAN_SCORE`] it is banned for a while.
-    /// Returns true if this banned it.
+    /// Lowers a peer's score; at [`BAN_SCORE`] it is banned for
+    /// [`BAN_DURATION_MS`]: dropped from the table (so it holds no slot) and
+    /// remembered in the bounded ban list. Returns true if this banned it.
+    /// Only for misbehaviour seen on exchanges we started (sync, pings, peer
+    /// exchange): an inbound claim could have been made by anyone.
     pub fn penalize(&self, address: &str, amount: i32, why: &str, now_ms: u64) -> bool {
         let mut inner = self.lock();
         let Some(p) = inner.peers.get_mut(address) else { return false };
         p.score = p.score.saturating_add(amount);
         tracing::warn!(peer = %address, score = p.score, reason = why, "peer misbehaved");
-        if p.score <= BAN_SCORE && p.state != PeerState::Banned {
-            p.state = PeerState::Banned;
-            p.banned_until_ms = now_ms + BAN_DURATION_MS;
-            tracing::warn!(peer = %address, until_ms = p.banned_until_ms, "peer state -> Banned");
-            return true;
+        if p.score > BAN_SCORE {
+            return false;
         }
-        false
+        inner.remove(address);
+        if inner.bans.len() >= MAX_BANS {
+            let soonest = inner.bans.iter().min_by_key(|(a, until)| (**until, (*a).clone())).map(|(a, _)| a.clone());
+            if let Some(a) = soonest {
+                inner.bans.remove(&a);
+            }
+        }
+        let until = now_ms + BAN_DURATION_MS;
+        inner.bans.insert(address.to_string(), until);
+        tracing::warn!(peer = %address, until_ms = until, "peer state -> Banned");
+        true
     }
 
-    /// Whether blocks from `address` must be refused.
+    /// Whether `address` is banned now.
     pub fn is_banned(&self, address: &str, now_ms: u64) -> bool {
+        self.lock().bans.get(address).is_some_and(|until| now_ms < *until)
+    }
+
+    /// Lifts the bans that have run out (the heartbeat calls this each
+    /// round, so a ban ends on time whether or not the peer speaks again);
+    /// returns how many.
+    pub fn expire_bans(&self, now_ms: u64) -> usize {
         let mut inner = self.lock();
-        let Some(p) = inner.peers.get_mut(address) else { return false };
-        if p.state == PeerState::Banned && now_ms >= p.banned_until_ms {
-            p.state = PeerState::Connecting;
-            p.score = 0;
-            tracing::info!(peer = %address, "ban expired");
-        }
-        p.state == PeerState::Banned
+        let before = inner.bans.len();
+        inner.bans.retain(|address, until| {
+            let keep = now_ms < *until;
+            if !keep {
+                tracing::info!(peer = %address, "ban expired");
+            }
+            keep
+        });
+        before - inner.bans.len()
+    }
+
+    /// Bans in force (or not yet expired by [`PeerTable::expire_bans`]).
+    pub fn ban_count(&self) -> usize {
+        self.lock().bans.len()
     }
 
     pub fn forget(&self, address: &str) {
@@ -204,7 +244,7 @@ impl PeerTable {
     /// single source supplies them all; within a source, working peers first.
     pub fn due_for_ping(&self, now_ms: u64) -> Vec<String> {
         let inner = self.lock();
-        let due = |p: &&PeerEntry| p.state != PeerState::Banned && p.next_attempt_ms <= now_ms;
+        let due = |p: &&PeerEntry| p.next_attempt_ms <= now_ms;
         let mut out: Vec<String> = inner
             .peers
             .values()
@@ -274,6 +314,24 @@ impl PeerTable {
             .map(|p| p.address.clone())
     }
 
+    /// The cumulative work `address` last claimed (0 if unknown).
+    pub fn claimed_work(&self, address: &str) -> u128 {
+        self.lock().peers.get(address).map(|p| p.best_work).unwrap_or(0)
+    }
+
+    /// Stops believing `address`'s claimed work until its next answer;
+    /// true if there was a claim.
+    pub fn forget_claim(&self, address: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.peers.get_mut(address) {
+            Some(p) if p.best_work > 0 => {
+                p.best_work = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A random active peer, for peer exchange.
     pub fn random_active(&self) -> Option<String> {
         let mut guard = self.lock();
@@ -286,8 +344,17 @@ impl PeerTable {
         self.lock().peers.values().filter(|p| p.state == PeerState::Active).count()
     }
 
+    /// Every peer, and every banned address (state Banned), in address order.
     pub fn snapshot(&self) -> Vec<PeerEntry> {
-        let mut v: Vec<PeerEntry> = self.lock().peers.values().cloned().collect();
+        let inner = self.lock();
+        let mut v: Vec<PeerEntry> = inner.peers.values().cloned().collect();
+        v.extend(inner.bans.iter().map(|(address, until)| {
+            let mut e = PeerEntry::new(address.clone(), "", PeerSource::Unspecified);
+            e.state = PeerState::Banned;
+            e.score = BAN_SCORE;
+            e.banned_until_ms = *until;
+            e
+        }));
         v.sort_by(|a, b| a.address.cmp(&b.address));
         v
     }
@@ -296,7 +363,7 @@ impl PeerTable {
     pub fn sample(&self, limit: usize) -> Vec<PeerEntry> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let candidates = sorted(inner.peers.values().filter(|p| p.state != PeerState::Banned));
+        let candidates = sorted(inner.peers.values());
         candidates.choose_multiple(&mut inner.rng, limit).map(|p| (*p).clone()).collect()
     }
 }
@@ -322,7 +389,6 @@ impl Inner {
             PeerState::Failing => 0,
             PeerState::Connecting => 1,
             PeerState::Active => 2,
-            // Banned entries are kept so the ban holds.
             PeerState::Banned | PeerState::Unspecified => 3,
         };
         let victim = self

@@ -5,6 +5,7 @@ mod bootstrap;
 mod devnet;
 mod faults;
 mod grpcurl;
+mod hostile;
 mod node;
 mod processes;
 mod python;

@@ -208,35 +208,36 @@ async fn broadcast_blockchain_adopts_only_a_valid_chain_with_more_work() {
 }
 
 #[tokio::test]
-async fn invalid_blocks_get_invalid_argument_and_a_repeat_offender_is_banned() {
+async fn invalid_blocks_get_invalid_argument_but_an_inbound_claim_bans_nobody() {
     let params = test_network(BITS);
     let blocks = chain_of(&params, 2, p2p_proto::unix_ms_now() - 60_000);
     let dir = tempfile::tempdir().unwrap();
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
     let mut c = node.client().await;
-    let evil = Sender { node_id: "evil".into(), address: "127.0.0.1:1".into() };
+    let claimed = Sender { node_id: "someone".into(), address: "127.0.0.1:1".into() };
     let mut tampered = node_svc::convert::block_to_proto(&blocks[1]);
     tampered.nonce += 1;
-    for _ in 0..2 {
+    for _ in 0..3 {
         let err = c
-            .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(evil.clone()) })
+            .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(claimed.clone()) })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("rule hash"), "{}", err.message());
     }
-    // Banned now: even a valid block from it is refused and never reaches the chain.
-    let err = c
+    assert_eq!(node.node().stats().invalid_received, 3, "counted");
+    // Anyone on this host could have made that claim: nobody is banned for it,
+    // and a valid block under the same claim is accepted.
+    let r = c
         .send_block(SendBlockRequest {
             block: Some(node_svc::convert::block_to_proto(&blocks[1])),
-            sender: Some(evil.clone()),
+            sender: Some(claimed.clone()),
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(node.height().await, 0);
-    let banned = node.node().peers().snapshot().into_iter().find(|p| p.address == "127.0.0.1:1").unwrap();
-    assert_eq!(banned.state, p2p_proto::node::PeerState::Banned);
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.outcome(), BlockOutcome::Appended);
+    assert_eq!(node.node().peers().ban_count(), 0);
     // Malformed fields are named.
     let mut short_hash = node_svc::convert::block_to_proto(&blocks[1]);
     short_hash.prev_hash.truncate(5);

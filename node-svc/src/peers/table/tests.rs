@@ -8,6 +8,7 @@ fn limits() -> PeerLimits {
         max_inbound: 2,
         target_outbound: 2,
         max_failures: 2,
+        max_dial_attempts: 4,
         base_backoff: Duration::from_millis(100),
     }
 }
@@ -28,7 +29,7 @@ fn self_and_invalid_addresses_are_never_learned() {
     assert!(!t.learn("bad address", PeerSource::Bootstrap, None));
     assert!(t.learn("a:1", PeerSource::Bootstrap, None));
     assert!(!t.learn("A:1", PeerSource::Inbound, None), "same canonical address");
-    // Discovered by node id under another address: dropped and remembered.
+    // Our own ping to a:1 was answered with our node id: dropped and remembered.
     t.alive("a:1", tip("me", 5), 10);
     assert!(t.snapshot().is_empty());
     assert!(!t.learn("a:1", PeerSource::Bootstrap, None));
@@ -63,6 +64,58 @@ fn misbehaviour_bans_until_the_ban_expires() {
     t.alive("a:1", tip("x", 5), 2);
     assert!(t.is_banned("a:1", 3), "a reply does not lift a ban");
     assert!(!t.is_banned("a:1", BAN_DURATION_MS + 1));
+}
+
+#[test]
+fn bans_end_on_a_timer_and_never_hold_a_slot() {
+    // Inbound share of 2, both taken by peers that get banned.
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
+    for a in ["bad1:1", "bad2:1"] {
+        assert!(t.learn(a, PeerSource::Inbound, None));
+        t.penalize(a, BAN_SCORE, "invalid block", 0);
+        assert!(t.is_banned(a, 1));
+    }
+    assert_eq!(t.snapshot().iter().filter(|p| p.state == PeerState::Banned).count(), 2, "bans are listed");
+    assert!(!t.learn("bad1:1", PeerSource::Inbound, None), "a banned address is not re-learned");
+    // Two honest newcomers are admitted: bans do not count toward the share.
+    assert!(t.learn("good1:1", PeerSource::Inbound, None));
+    assert!(t.learn("good2:1", PeerSource::Inbound, None));
+    assert!(t.due_for_ping(0).iter().all(|a| a.starts_with("good")), "banned peers are never pinged");
+    // The timer lifts the bans without the peers speaking again.
+    assert_eq!(t.expire_bans(BAN_DURATION_MS - 1), 0);
+    assert_eq!(t.expire_bans(BAN_DURATION_MS), 2);
+    assert_eq!(t.ban_count(), 0);
+    assert!(t.learn("bad1:1", PeerSource::Bootstrap, None), "after the ban it may come back");
+}
+
+#[test]
+fn a_full_ban_list_lifts_the_ban_ending_soonest() {
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: MAX_BANS + 10, ..limits() }, 7);
+    for i in 0..=MAX_BANS {
+        let a = format!("p{i}:1");
+        t.learn(&a, PeerSource::Bootstrap, None);
+        t.penalize(&a, BAN_SCORE, "x", i as u64);
+    }
+    assert_eq!(t.ban_count(), MAX_BANS);
+    assert!(!t.is_banned("p0:1", 1), "the oldest ban made room");
+    assert!(t.is_banned(&format!("p{MAX_BANS}:1"), MAX_BANS as u64));
+}
+
+#[test]
+fn a_peer_that_never_answered_is_forgotten_after_its_tries_but_configured_ones_stay() {
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
+    t.learn("dead:1", PeerSource::Bootstrap, None);
+    t.learn("mine:1", PeerSource::Configured, None);
+    t.learn("flaky:1", PeerSource::Bootstrap, None);
+    t.alive("flaky:1", tip("f", 1), 1);
+    for i in 0..limits().max_dial_attempts as u64 {
+        for a in ["dead:1", "mine:1", "flaky:1"] {
+            t.failed(a, 10 + i);
+        }
+    }
+    assert!(!t.contains("dead:1"), "never answered: forgotten");
+    assert!(t.contains("mine:1"), "configured: kept and retried with backoff");
+    assert!(t.contains("flaky:1"), "answered once: kept and retried with backoff");
 }
 
 #[test]

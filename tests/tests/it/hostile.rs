@@ -1,0 +1,456 @@
+//! A node against hostile peers and clients: each test is one attack that
+//! used to work (wave-1 review) and the bound that now stops it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use node_svc::chain::Block;
+use node_svc::chain::testing::{chain_of, extend_with};
+use node_svc::convert::block_to_proto;
+use node_svc::testkit::{TestNode, eventually, node_config, test_network};
+use p2p_proto::node::node_server::{Node, NodeServer};
+use p2p_proto::node::{
+    Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
+    GetStatusRequest, GetStatusResponse, MineBlockRequest, MineBlockResponse, PeerState, PingRequest, PingResponse,
+    SendBlockRequest, SendBlockResponse, Sender,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+const BITS: u32 = 8;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What the fake peer's GetBlocks does.
+#[derive(Debug, Clone)]
+enum Serve {
+    /// Sends these blocks, whatever was asked.
+    Blocks(Vec<PbBlock>),
+    /// Answers the headers, then never sends anything.
+    Silent,
+}
+
+/// A Node server that claims a lot of work and serves what it is told to.
+#[derive(Debug, Clone)]
+struct FakePeer {
+    genesis: Vec<u8>,
+    serve: Serve,
+    get_blocks_calls: Arc<AtomicUsize>,
+}
+
+type Blocks = Pin<Box<dyn Stream<Item = Result<PbBlock, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Node for FakePeer {
+    async fn send_block(&self, _: Request<SendBlockRequest>) -> Result<Response<SendBlockResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn broadcast_blockchain(
+        &self,
+        _: Request<Streaming<PbBlock>>,
+    ) -> Result<Response<BroadcastBlockchainResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    type GetBlocksStream = Blocks;
+    async fn get_blocks(&self, _: Request<GetBlocksRequest>) -> Result<Response<Blocks>, Status> {
+        self.get_blocks_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(match &self.serve {
+            Serve::Blocks(b) => Box::pin(tokio_stream::iter(b.clone().into_iter().map(Ok))),
+            Serve::Silent => Box::pin(futures::stream::pending()),
+        }))
+    }
+    async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_peers(&self, _: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
+        Ok(Response::new(GetPeersResponse { peers: vec![] }))
+    }
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse {
+            node_id: "fake".into(),
+            height: 1_000_000,
+            tip_hash: vec![7; 32],
+            // A lie: far more work than anything it will serve.
+            cumulative_work: p2p_proto::work::to_bytes(u128::MAX / 2),
+            genesis_hash: self.genesis.clone(),
+            ..Default::default()
+        }))
+    }
+    async fn mine_block(&self, _: Request<MineBlockRequest>) -> Result<Response<MineBlockResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+struct Fake {
+    addr: String,
+    calls: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn fake_peer(serve: Serve) -> Fake {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let fake = FakePeer { genesis: test_network(BITS).genesis().hash.to_vec(), serve, get_blocks_calls: calls.clone() };
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder()
+            .add_service(NodeServer::new(fake))
+            .serve_with_incoming_shutdown(incoming, token.cancelled())
+            .await;
+    });
+    Fake { addr, calls, stop }
+}
+
+fn peer_state(node: &TestNode, addr: &str) -> Option<PeerState> {
+    node.node().peers().snapshot().into_iter().find(|p| p.address == addr).map(|p| p.state)
+}
+
+fn big_blocks(n: usize, data_bytes: usize) -> Vec<Block> {
+    let params = test_network(BITS);
+    extend_with(
+        &params,
+        &[params.genesis()],
+        n,
+        p2p_proto::unix_ms_now() - 600_000,
+        |h| vec![h as u8; data_bytes],
+        |_| {},
+    )
+}
+
+#[tokio::test]
+async fn a_peer_that_serves_invalid_blocks_in_a_sync_is_banned_and_never_synced_from_again() {
+    let params = test_network(BITS);
+    let mut blocks: Vec<PbBlock> =
+        chain_of(&params, 3, p2p_proto::unix_ms_now() - 60_000)[1..].iter().map(block_to_proto).collect();
+    blocks[1].nonce += 1;
+    let fake = fake_peer(Serve::Blocks(blocks)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        c
+    })
+    .await;
+    eventually(WAIT, "the fake peer is banned", || async {
+        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
+    })
+    .await;
+    assert!(node.node().peers().is_banned(&fake.addr, node.node().now_ms()));
+    assert_eq!(node.height().await, 0, "nothing from a batch that broke the rules is committed");
+    // Its Ping claims far more work; the sync it asks for is refused.
+    let calls = fake.calls.load(Ordering::SeqCst);
+    node.node().sync().request(&fake.addr);
+    eventually(WAIT, "the sync request is refused", || async {
+        (node.node().stats().syncs_refused_banned > 0).then_some(())
+    })
+    .await;
+    assert_eq!(fake.calls.load(Ordering::SeqCst), calls, "no GetBlocks to a banned peer");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_beyond_the_count_asked_for_is_refused_and_penalised() {
+    let params = test_network(BITS);
+    let blocks: Vec<PbBlock> =
+        chain_of(&params, 30, p2p_proto::unix_ms_now() - 60_000)[1..].iter().map(block_to_proto).collect();
+    let fake = fake_peer(Serve::Blocks(blocks)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        c.sync_batch = 10;
+        c
+    })
+    .await;
+    eventually(WAIT, "the over-long answer gets the peer banned", || async {
+        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
+    })
+    .await;
+    assert_eq!(node.height().await, 0, "nothing from a stream that broke its limit was committed");
+    assert!(node.node().stats().syncs_failed >= 2);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_sync_peer_is_given_up_and_shutdown_does_not_wait_for_it() {
+    let fake = fake_peer(Serve::Silent).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        c.stream_idle_timeout = Duration::from_millis(300);
+        c
+    })
+    .await;
+    // A second GetBlocks means the first sync gave up and released the sync task.
+    eventually(WAIT, "the silent sync is given up and retried", || async {
+        (fake.calls.load(Ordering::SeqCst) >= 2 && node.node().stats().syncs_failed >= 1).then_some(())
+    })
+    .await;
+    assert_ne!(peer_state(&node, &fake.addr), Some(PeerState::Banned), "silence is not misbehaviour");
+    // Stop while a sync is hanging on the peer: done promptly, whatever the peer does.
+    tokio::time::timeout(Duration::from_secs(10), node.stop()).await.expect("shutdown does not wait on a peer");
+}
+
+#[tokio::test]
+async fn a_slightly_early_block_from_a_sync_is_held_and_its_sender_not_penalised() {
+    let params = test_network(BITS);
+    let now = p2p_proto::unix_ms_now();
+    let mut chain = chain_of(&params, 2, now - 60_000);
+    // The third block is stamped 3 minutes ahead: over the 2-minute rule,
+    // within the holding window.
+    chain = node_svc::chain::testing::extend(&params, &chain, 1, now + 3 * 60_000, "early");
+    let fake = fake_peer(Serve::Blocks(chain[1..].iter().map(block_to_proto).collect())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        c
+    })
+    .await;
+    eventually(WAIT, "the blocks before the early one are synced", || async {
+        (node.height().await == 2).then_some(())
+    })
+    .await;
+    let status = node.client().await.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.height, 2);
+    let entry = node.node().peers().snapshot().into_iter().find(|p| p.address == fake.addr);
+    assert!(entry.is_some_and(|p| p.state != PeerState::Banned), "an early block is not misbehaviour");
+    // Gossiped directly, the early block is held, not refused.
+    let mut c = node.client().await;
+    let r = c.send_block(SendBlockRequest { block: Some(block_to_proto(&chain[3])), sender: None }).await.unwrap();
+    assert!(
+        matches!(
+            r.get_ref().outcome(),
+            p2p_proto::node::BlockOutcome::Deferred | p2p_proto::node::BlockOutcome::Duplicate
+        ),
+        "{:?}",
+        r.get_ref()
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn get_blocks_streams_are_capped_per_client_and_an_unread_one_gives_its_slot_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.max_block_streams_per_client = 2;
+        c.stream_idle_timeout = Duration::from_millis(500);
+        c
+    })
+    .await;
+    // 6 MB of blocks: more than HTTP/2 flow control lets through unread.
+    let blocks = big_blocks(100, 60 * 1024);
+    node.node().chain().accept(blocks[1..].to_vec(), node_svc::chain::Origin::Local).await.unwrap();
+    let mut c = node.client().await;
+    let ask = GetBlocksRequest { from_height: 1, ..Default::default() };
+    let _unread1 = c.get_blocks(ask.clone()).await.unwrap();
+    let _unread2 = c.get_blocks(ask.clone()).await.unwrap();
+    let err = c.get_blocks(ask.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("client"), "{}", err.message());
+    // Another client is served meanwhile.
+    let other = node_svc::testkit::channel_from(&node.endpoint(), "127.0.0.2").await;
+    let mut other = p2p_proto::node::node_client::NodeClient::new(other);
+    let mut s = other
+        .get_blocks(GetBlocksRequest { from_height: 1, limit: 3, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = 0;
+    while let Some(b) = s.message().await.unwrap() {
+        assert_eq!(b.index, got + 1);
+        got += 1;
+    }
+    assert_eq!(got, 3);
+    // Nobody reads the first two: after the idle timeout their slots are free.
+    eventually(WAIT, "an unread stream's slot comes back", || {
+        let mut c = c.clone();
+        let ask = ask.clone();
+        async move { c.get_blocks(ask).await.ok() }
+    })
+    .await;
+    // Two streams are still unread: shutdown closes them after its grace
+    // period instead of waiting for a reader that never comes.
+    tokio::time::timeout(Duration::from_secs(30), node.stop()).await.expect("shutdown does not wait on unread streams");
+}
+
+#[tokio::test]
+async fn uploads_are_checked_on_arrival_and_bounded_in_bytes_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.stream_idle_timeout = Duration::from_millis(800);
+        // Room for two 60 KB blocks in all.
+        c.inbound_buffer_bytes = 130 * 1024;
+        c
+    })
+    .await;
+    let mut c = node.client().await;
+    // A message larger than any valid block is refused before it is decoded.
+    let huge = PbBlock { data: vec![0; 1024 * 1024], ..Default::default() };
+    let err = c.send_block(SendBlockRequest { block: Some(huge), sender: None }).await.unwrap_err();
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Internal), "{err:?}");
+    // A bad proof of work is refused at the first block, not after buffering.
+    let params = test_network(BITS);
+    let mut bad = block_to_proto(&chain_of(&params, 1, p2p_proto::unix_ms_now() - 60_000)[1]);
+    bad.nonce += 1;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PbBlock>(1);
+    tx.send(bad).await.unwrap();
+    let err = c.broadcast_blockchain(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "refused while the stream is still open: {err:?}");
+    drop(tx);
+    // Three uploads of one valid 60 KB block each that then stall: two fit
+    // in the node's buffer, the third is refused; the stalled ones are cut
+    // off by the idle timeout.
+    let blocks: Vec<Vec<Block>> = (0..3)
+        .map(|i| {
+            extend_with(
+                &params,
+                &[params.genesis()],
+                1,
+                p2p_proto::unix_ms_now() - 60_000,
+                |_| vec![i; 60 * 1024],
+                |_| {},
+            )
+        })
+        .collect();
+    let mut senders = Vec::new();
+    let mut calls = Vec::new();
+    for b in &blocks[..2] {
+        let (tx, rx) = tokio::sync::mpsc::channel::<PbBlock>(1);
+        tx.send(block_to_proto(&b[1])).await.unwrap();
+        senders.push(tx);
+        let mut c = c.clone();
+        calls.push(tokio::spawn(async move {
+            c.broadcast_blockchain(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+        }));
+    }
+    eventually(WAIT, "two uploads hold the buffer", || async {
+        (node.node().inbound_buffer_available() < 60 * 1024).then_some(())
+    })
+    .await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PbBlock>(1);
+    tx.send(block_to_proto(&blocks[2][1])).await.unwrap();
+    let err = c.broadcast_blockchain(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "a stalled upload is cut off: {err:?}");
+    }
+    drop(senders);
+    assert_eq!(node.node().inbound_buffer_available(), 130 * 1024, "everything given back");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn mine_block_stops_when_its_caller_goes_away_and_runs_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 bits: a search that would run for hours.
+    let node = TestNode::start(|addr| node_config(dir.path(), addr, None, 40)).await;
+    let c = node.client().await;
+    let first = {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            let mut req = Request::new(MineBlockRequest { data: b"x".to_vec() });
+            req.set_timeout(Duration::from_secs(2));
+            c.mine_block(req).await
+        })
+    };
+    eventually(WAIT, "the search runs", || async { node.node().is_mining().then_some(()) }).await;
+    let err = c.clone().mine_block(MineBlockRequest { data: b"y".to_vec() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "one job at a time: {err:?}");
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    // The search thread itself stops (it holds the job until it returns).
+    eventually(WAIT, "the abandoned search stops", || async { (!node.node().is_mining()).then_some(()) }).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_party_sharing_a_nodes_ip_can_neither_get_it_banned_nor_dropped() {
+    let (dir, honest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let honest = TestNode::start(|addr| node_config(honest_dir.path(), addr, None, BITS)).await;
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![honest.addr.to_string()];
+        c
+    })
+    .await;
+    let honest_addr = honest.addr.to_string();
+    eventually(WAIT, "the honest peer is active", || async {
+        (peer_state(&node, &honest_addr) == Some(PeerState::Active)).then_some(())
+    })
+    .await;
+    // The attacker is on the same host (127.0.0.1), so its claims pass the IP check.
+    let mut attacker = node.client().await;
+    let params = test_network(BITS);
+    let mut tampered = block_to_proto(&chain_of(&params, 1, p2p_proto::unix_ms_now() - 60_000)[1]);
+    tampered.nonce += 1;
+    let as_honest = Sender { node_id: honest.node().node_id().into(), address: honest_addr.clone() };
+    for _ in 0..5 {
+        let err = attacker
+            .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(as_honest.clone()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "the block is still refused");
+    }
+    assert!(!node.node().peers().is_banned(&honest_addr, node.node().now_ms()), "nobody is banned on a claim");
+    // A Ping naming the receiver's own node id under the honest address.
+    let as_receiver = Sender { node_id: node.node().node_id().into(), address: honest_addr.clone() };
+    let ping =
+        PingRequest { sender: Some(as_receiver), genesis_hash: params.genesis().hash.to_vec(), ..Default::default() };
+    attacker.ping(ping).await.unwrap();
+    let after = node.node().now_ms();
+    // Our own heartbeats keep reaching the honest peer: it was not dropped.
+    eventually(WAIT, "the honest peer is pinged again after the hostile ping", || async {
+        node.node()
+            .peers()
+            .snapshot()
+            .into_iter()
+            .find(|p| p.address == honest_addr && p.last_seen_ms > after && p.state == PeerState::Active)
+            .map(|_| ())
+    })
+    .await;
+    node.stop().await;
+    honest.stop().await;
+}
+
+#[tokio::test]
+async fn nodes_with_different_consensus_parameters_refuse_each_other_without_bans() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestNode::start(|addr| node_config(da.path(), addr, None, BITS)).await;
+    let b = TestNode::start(|addr| {
+        let mut c = node_config(db.path(), addr, None, BITS);
+        c.network.max_data_bytes = 32 * 1024;
+        c.peers = vec![a.addr.to_string()];
+        c
+    })
+    .await;
+    assert_ne!(a.node().chain().genesis_hash(), b.node().chain().genesis_hash(), "the size rule is in genesis");
+    let a_addr = a.addr.to_string();
+    eventually(WAIT, "b drops a after the handshake", || async { (!b.node().peers().contains(&a_addr)).then_some(()) })
+        .await;
+    assert_eq!(b.node().peers().ban_count(), 0, "a refusal, not a ban");
+    let mut c = b.client().await;
+    let err = c
+        .ping(PingRequest { genesis_hash: a.node().chain().genesis_hash().to_vec(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("different network"), "{}", err.message());
+    a.stop().await;
+    b.stop().await;
+}
