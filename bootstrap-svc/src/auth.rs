@@ -13,7 +13,7 @@
 //!   its key; an unsigned one only from the IP that registered it
 //!   ([`may_remove`]).
 
-use p2p_proto::signing::{self, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use p2p_proto::signing::{self, PUBLIC_KEY_LEN, RegistryId, SIGNATURE_LEN};
 
 use crate::error::Error;
 use crate::lease;
@@ -40,7 +40,8 @@ pub struct Owner<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct RemoveAttempt<'a> {
     pub timestamp_ms: u64,
-    pub signature: &'a [u8],
+    /// The key its signature verified against ([`verify_remove`]), if signed.
+    pub verified_key: Option<&'a [u8]>,
     pub client_ip: &'a str,
 }
 
@@ -74,6 +75,7 @@ pub fn check_fresh(ts: u64, now_ms: u64, window_ms: u64) -> Result<(), Error> {
 /// Verifies a Register's key, signature and timestamp; `None` for an
 /// unsigned registration (refused when `require_signatures`).
 pub fn check_register(
+    registry: &RegistryId,
     r: &RegisterFields<'_>,
     require_signatures: bool,
     now_ms: u64,
@@ -105,10 +107,14 @@ pub fn check_register(
         ));
     }
     check_fresh(r.timestamp_ms, now_ms, window_ms)?;
-    let payload = signing::register_payload(r.address, r.public_key, r.ttl_seconds, r.timestamp_ms);
+    let payload = signing::register_payload(registry, r.address, r.public_key, r.ttl_seconds, r.timestamp_ms);
     signing::verify(r.public_key, &payload, r.signature).map_err(|e| match e {
         signing::SignatureError::KeyInvalid => Error::invalid("public_key", e),
-        _ => Error::PermissionDenied(format!("{e} (sign the canonical address {:?})", r.address)),
+        _ => Error::PermissionDenied(format!(
+            "{e} (sign the canonical address {:?} and this registry's id {}, from GetInfo)",
+            r.address,
+            hex::encode(registry)
+        )),
     })?;
     Ok(Some(SignedClaim { public_key: r.public_key.to_vec(), timestamp_ms: r.timestamp_ms }))
 }
@@ -129,10 +135,41 @@ pub fn check_remove(signature: &[u8], ts: u64, now_ms: u64, window_ms: u64) -> R
     check_fresh(ts, now_ms, window_ms)
 }
 
-/// Whether a Register with `claim` may refresh or claim the live
-/// registration owned by `owner` at `address`.
-pub fn may_register(owner: &Owner<'_>, claim: Option<&SignedClaim>, address: &str) -> Result<(), Error> {
+/// Verifies a Remove's signature by `public_key` (before the writer).
+pub fn verify_remove(
+    registry: &RegistryId,
+    public_key: &[u8],
+    address: &str,
+    ts: u64,
+    signature: &[u8],
+) -> Result<(), Error> {
+    let payload = signing::remove_payload(registry, address, ts);
+    signing::verify(public_key, &payload, signature).map_err(|e| {
+        Error::PermissionDenied(format!(
+            "address {address} is registered by node {}: {e}",
+            signing::node_id(public_key)
+        ))
+    })
+}
+
+/// Whether a Register with `claim` from `client_ip` may refresh or claim
+/// the live registration owned by `owner` at `address`. An unsigned
+/// registration belongs to the IP that made it: from anywhere else it can be
+/// neither refreshed nor claimed until its lease ends.
+pub fn may_register(
+    owner: &Owner<'_>,
+    claim: Option<&SignedClaim>,
+    client_ip: &str,
+    address: &str,
+) -> Result<(), Error> {
     if owner.public_key.is_empty() {
+        if client_ip != owner.registrant_ip {
+            return Err(Error::PermissionDenied(format!(
+                "address {address} was registered without a key from {}; only that host can refresh or claim it \
+                 until its lease ends",
+                owner.registrant_ip
+            )));
+        }
         return Ok(());
     }
     let owner_id = signing::node_id(owner.public_key);
@@ -164,21 +201,26 @@ pub fn may_remove(owner: &Owner<'_>, attempt: &RemoveAttempt<'_>, address: &str)
         return Ok(());
     }
     let owner_id = signing::node_id(owner.public_key);
-    if attempt.signature.is_empty() {
-        return Err(Error::PermissionDenied(format!(
-            "address {address} is registered by node {owner_id}; removing it needs a signature by that key"
-        )));
+    match attempt.verified_key {
+        None => {
+            return Err(Error::PermissionDenied(format!(
+                "address {address} is registered by node {owner_id}; removing it needs a signature by that key"
+            )));
+        }
+        Some(k) if k != owner.public_key => {
+            return Err(Error::PermissionDenied(format!(
+                "address {address} is registered by node {owner_id}; the signature is by another key"
+            )));
+        }
+        Some(_) => {}
     }
-    let payload = signing::remove_payload(address, attempt.timestamp_ms);
-    signing::verify(owner.public_key, &payload, attempt.signature)
-        .map_err(|e| Error::PermissionDenied(format!("address {address} is registered by node {owner_id}: {e}")))?;
     if attempt.timestamp_ms <= owner.last_signed_ts_ms {
         return Err(replayed(attempt.timestamp_ms, owner.last_signed_ts_ms));
     }
     Ok(())
 }
 
-fn replayed(ts: u64, last: u64) -> Error {
+pub(crate) fn replayed(ts: u64, last: u64) -> Error {
     Error::PermissionDenied(format!(
         "replayed or out-of-order request: timestamp_unix_ms {ts} is not newer than the last one accepted for this address ({last})"
     ))

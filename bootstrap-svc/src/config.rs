@@ -22,14 +22,22 @@ pub struct Config {
     pub require_signatures: bool,
     /// How far a signed timestamp may be from the server's clock.
     pub signature_window: Duration,
-    /// Register calls allowed per client IP per minute; 0 disables the limit.
+    /// Register calls allowed per client per minute; 0 disables the limit.
+    /// A client is an IPv4 address or an IPv6 prefix (`conn.v6_prefix`).
     pub register_per_minute: u32,
+    /// Remove calls allowed per client per minute; 0 disables the limit.
+    pub remove_per_minute: u32,
+    /// GetPeers calls allowed per client per minute; 0 disables the limit.
+    pub get_peers_per_minute: u32,
     /// How often expired leases are purged.
     pub purge_interval: Duration,
     /// Events buffered per WatchPeers subscriber before it is told it lagged.
     pub watch_buffer: usize,
-    /// Concurrent WatchPeers streams allowed.
+    /// Concurrent WatchPeers streams allowed, in total and per client.
     pub max_watchers: usize,
+    pub max_watchers_per_client: usize,
+    /// Connection caps, keepalive and idle timeout of the gRPC server.
+    pub conn: p2p_proto::conn::ConnLimits,
     /// Largest request message accepted, in bytes.
     pub max_request_bytes: usize,
     /// Source of time; tests substitute a manual clock.
@@ -37,6 +45,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// No per-client rate limits (tests and benchmarks that drive many
+    /// requests from one address).
+    pub fn disable_rate_limits(&mut self) {
+        self.register_per_minute = 0;
+        self.remove_per_minute = 0;
+        self.get_peers_per_minute = 0;
+    }
+
     /// Defaults suitable for a devnet and for an operator to start from.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
@@ -47,9 +63,13 @@ impl Config {
             require_signatures: false,
             signature_window: Duration::from_secs(60),
             register_per_minute: 100,
+            remove_per_minute: 60,
+            get_peers_per_minute: 600,
             purge_interval: Duration::from_secs(1),
             watch_buffer: 1024,
             max_watchers: 10_000,
+            max_watchers_per_client: 64,
+            conn: p2p_proto::conn::ConnLimits::default(),
             max_request_bytes: 16 * 1024,
             clock: Arc::new(SystemClock),
         }

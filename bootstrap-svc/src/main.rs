@@ -38,12 +38,23 @@ struct Args {
     /// How far a signed timestamp may be from this server's clock, in seconds.
     #[arg(long, env = "BOOTSTRAP_SIGNATURE_WINDOW_SECS", default_value_t = 60)]
     signature_window_secs: u64,
-    /// Register calls allowed per client IP per minute (0 = unlimited).
+    /// Register calls allowed per client (IPv4 address or IPv6 prefix) per minute (0 = unlimited).
     #[arg(long, env = "BOOTSTRAP_REGISTER_PER_MINUTE", default_value_t = 100)]
     register_per_minute: u32,
+    /// Remove calls allowed per client per minute (0 = unlimited).
+    #[arg(long, env = "BOOTSTRAP_REMOVE_PER_MINUTE", default_value_t = 60)]
+    remove_per_minute: u32,
+    /// GetPeers calls allowed per client per minute (0 = unlimited).
+    #[arg(long, env = "BOOTSTRAP_GET_PEERS_PER_MINUTE", default_value_t = 600)]
+    get_peers_per_minute: u32,
     /// Most concurrent WatchPeers streams.
     #[arg(long, env = "BOOTSTRAP_MAX_WATCHERS", default_value_t = 10_000)]
     max_watchers: usize,
+    /// Most concurrent WatchPeers streams of one client.
+    #[arg(long, env = "BOOTSTRAP_MAX_WATCHERS_PER_CLIENT", default_value_t = 64)]
+    max_watchers_per_client: usize,
+    #[command(flatten)]
+    conn: p2p_proto::conn::ConnArgs,
     /// Write the address actually listened on to this file once bound
     /// (with `--listen 127.0.0.1:0`, how a script learns the port).
     #[arg(long, env = "BOOTSTRAP_ADDR_FILE")]
@@ -78,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
     config.require_signatures = args.require_signatures;
     config.signature_window = Duration::from_secs(args.signature_window_secs);
     config.register_per_minute = args.register_per_minute;
+    config.remove_per_minute = args.remove_per_minute;
+    config.get_peers_per_minute = args.get_peers_per_minute;
     config.max_watchers = args.max_watchers;
+    config.max_watchers_per_client = args.max_watchers_per_client.max(1);
+    config.conn = args.conn.limits();
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use p2p_proto::bootstrap::bootstrap_server::BootstrapServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -26,7 +25,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let opened = std::time::Instant::now();
     let registry = {
         let (path, clock, buffer) = (path.clone(), config.clock.clone(), config.watch_buffer);
-        let r = tokio::task::spawn_blocking(move || RedbStore::open(&path, clock, buffer))
+        let window = config.signature_window.as_millis() as u64;
+        let r = tokio::task::spawn_blocking(move || RedbStore::open(&path, clock, buffer, window))
             .await
             .map_err(Error::storage)??;
         Arc::new(r) as Arc<dyn PeerStore>
@@ -44,14 +44,19 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let (reflection_v1, reflection_v1alpha) =
         p2p_proto::serving::reflection().map_err(|e| Error::storage_msg(format!("reflection: {e}")))?;
 
-    let served = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(256)
+    let close_all = CancellationToken::new();
+    let incoming = p2p_proto::conn::incoming(listener, config.conn, close_all.clone());
+    let serve = config
+        .conn
+        .builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(BootstrapServer::new(service).max_decoding_message_size(config.max_request_bytes))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled());
+    let served =
+        p2p_proto::serving::serve_with_grace(serve, shutdown.clone(), close_all, p2p_proto::serving::SHUTDOWN_GRACE)
+            .await;
 
     shutdown.cancel();
     let _ = purge.await;

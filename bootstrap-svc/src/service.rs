@@ -11,10 +11,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
 use p2p_proto::address::{self, MAX_ADDRESS_LEN};
 use p2p_proto::bootstrap::bootstrap_server::Bootstrap;
 use p2p_proto::bootstrap::{
-    GetPeersRequest, GetPeersResponse, PeerEvent, PeerEventKind, RegisterRequest, RegisterResponse, RemoveRequest,
-    RemoveResponse, WatchPeersRequest,
+    GetInfoRequest, GetInfoResponse, GetPeersRequest, GetPeersResponse, PeerEvent, PeerEventKind, RegisterRequest,
+    RegisterResponse, RemoveRequest, RemoveResponse, WatchPeersRequest,
 };
-use tokio::sync::Semaphore;
+use p2p_proto::limits::{Slots, client_key};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
@@ -30,38 +30,83 @@ use crate::store::{PeerStore, RegisterCmd, RemoveCmd};
 pub struct BootstrapService {
     registry: Arc<dyn PeerStore>,
     config: Arc<Config>,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
-    watchers: Arc<Semaphore>,
+    limits: Arc<Limits>,
+    watchers: Arc<Slots>,
     shutdown: CancellationToken,
+}
+
+/// Per-client rate limits, one per kind of call. Keys are clients (an IPv4
+/// address or an IPv6 prefix), so one host cannot multiply its quota by
+/// using many addresses of its /64.
+#[derive(Debug)]
+struct Limits {
+    register: Option<Limiter>,
+    remove: Option<Limiter>,
+    get_peers: Option<Limiter>,
+}
+
+#[derive(Debug)]
+struct Limiter {
+    call: &'static str,
+    per_minute: u32,
+    keyed: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Limiter {
+    fn new(call: &'static str, per_minute: u32) -> Option<Self> {
+        NonZeroU32::new(per_minute).map(|n| Limiter {
+            call,
+            per_minute,
+            keyed: RateLimiter::keyed(Quota::per_minute(n)),
+        })
+    }
+
+    fn check(&self, client: IpAddr) -> Result<(), Error> {
+        self.keyed.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            Error::ResourceExhausted(format!(
+                "too many {} calls from {client}: the limit is {} per minute; retry in {:.1}s",
+                self.call,
+                self.per_minute,
+                wait.as_secs_f64()
+            ))
+        })
+    }
+
+    fn forget_idle(&self) {
+        self.keyed.retain_recent();
+        self.keyed.shrink_to_fit();
+    }
 }
 
 impl BootstrapService {
     pub fn new(registry: Arc<dyn PeerStore>, config: Arc<Config>, shutdown: CancellationToken) -> Self {
-        let limiter =
-            NonZeroU32::new(config.register_per_minute).map(|n| Arc::new(RateLimiter::keyed(Quota::per_minute(n))));
-        let watchers = Arc::new(Semaphore::new(config.max_watchers));
-        BootstrapService { registry, config, limiter, watchers, shutdown }
+        let limits = Arc::new(Limits {
+            register: Limiter::new("Register", config.register_per_minute),
+            remove: Limiter::new("Remove", config.remove_per_minute),
+            get_peers: Limiter::new("GetPeers", config.get_peers_per_minute),
+        });
+        let watchers = Slots::new(
+            "WatchPeers streams",
+            config.max_watchers,
+            config.max_watchers_per_client,
+            config.conn.v6_prefix,
+        );
+        BootstrapService { registry, config, limits, watchers, shutdown }
     }
 
     /// Forgets rate-limit state of clients that have been quiet for a while,
     /// so the limiter's memory tracks active clients, not every client ever.
     pub fn forget_idle_clients(&self) {
-        if let Some(l) = &self.limiter {
-            l.retain_recent();
-            l.shrink_to_fit();
+        let Limits { register, remove, get_peers } = &*self.limits;
+        for l in [register, remove, get_peers].into_iter().flatten() {
+            l.forget_idle();
         }
     }
 
-    fn check_rate(&self, ip: Option<IpAddr>) -> Result<(), Error> {
-        let (Some(limiter), Some(ip)) = (&self.limiter, ip) else { return Ok(()) };
-        limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            Error::ResourceExhausted(format!(
-                "too many Register calls from {ip}: the limit is {} per minute; retry in {:.1}s",
-                self.config.register_per_minute,
-                wait.as_secs_f64()
-            ))
-        })
+    fn check_rate(&self, limiter: &Option<Limiter>, ip: Option<IpAddr>) -> Result<(), Error> {
+        let (Some(limiter), Some(ip)) = (limiter, ip) else { return Ok(()) };
+        limiter.check(client_key(ip, self.config.conn.v6_prefix))
     }
 
     fn now_ms(&self) -> u64 {
@@ -91,7 +136,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<PeerEvent, Status>> + Send>>
 impl Bootstrap for BootstrapService {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         let ip = client_ip(&request);
-        self.check_rate(ip)?;
+        self.check_rate(&self.limits.register, ip)?;
         let req = request.into_inner();
         let address = canonical_address("address", &req.address)?;
         let fields = RegisterFields {
@@ -101,7 +146,13 @@ impl Bootstrap for BootstrapService {
             ttl_seconds: req.ttl_seconds,
             timestamp_ms: req.timestamp_unix_ms,
         };
-        let claim = auth::check_register(&fields, self.config.require_signatures, self.now_ms(), self.window_ms())?;
+        let claim = auth::check_register(
+            &self.registry.registry_id(),
+            &fields,
+            self.config.require_signatures,
+            self.now_ms(),
+            self.window_ms(),
+        )?;
         let ttl = self.config.lease.grant(req.ttl_seconds);
         let out = self
             .registry
@@ -119,6 +170,7 @@ impl Bootstrap for BootstrapService {
     }
 
     async fn get_peers(&self, request: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
+        self.check_rate(&self.limits.get_peers, client_ip(&request))?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => self.config.default_peers_limit,
@@ -146,15 +198,32 @@ impl Bootstrap for BootstrapService {
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         let ip = client_ip(&request);
+        self.check_rate(&self.limits.remove, ip)?;
         let req = request.into_inner();
         let address = canonical_address("address", &req.address)?;
         auth::check_remove(&req.signature, req.timestamp_unix_ms, self.now_ms(), self.window_ms())?;
+        // The signature is checked here, against the key stored now, so the
+        // single writer only compares keys; if the owner changed meanwhile
+        // the writer refuses.
+        let verified_key = if req.signature.is_empty() {
+            None
+        } else {
+            let owner = self.registry.owner_key(&address).await?;
+            match owner {
+                Some(key) if !key.is_empty() => {
+                    let registry = self.registry.registry_id();
+                    auth::verify_remove(&registry, &key, &address, req.timestamp_unix_ms, &req.signature)?;
+                    Some(key)
+                }
+                _ => None,
+            }
+        };
         let removed = self
             .registry
             .remove(RemoveCmd {
                 address: address.clone(),
                 timestamp_ms: req.timestamp_unix_ms,
-                signature: req.signature,
+                verified_key,
                 client_ip: ip_label(ip),
             })
             .await?;
@@ -163,15 +232,23 @@ impl Bootstrap for BootstrapService {
         Ok(Response::new(RemoveResponse { removed, message }))
     }
 
+    async fn get_info(&self, _request: Request<GetInfoRequest>) -> Result<Response<GetInfoResponse>, Status> {
+        Ok(Response::new(GetInfoResponse {
+            registry_id: self.registry.registry_id().to_vec(),
+            server_time_unix_ms: self.now_ms(),
+            signature_window_ms: self.window_ms(),
+            require_signatures: self.config.require_signatures,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
     type WatchPeersStream = EventStream;
 
-    async fn watch_peers(&self, _request: Request<WatchPeersRequest>) -> Result<Response<EventStream>, Status> {
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            Error::ResourceExhausted(format!(
-                "{} WatchPeers streams are open, the most this server allows; poll GetPeers instead",
-                self.config.max_watchers
-            ))
-        })?;
+    async fn watch_peers(&self, request: Request<WatchPeersRequest>) -> Result<Response<EventStream>, Status> {
+        let permit = self
+            .watchers
+            .try_acquire(client_ip(&request))
+            .map_err(|refused| Error::ResourceExhausted(format!("{refused}; poll GetPeers instead")))?;
         let clock = self.config.clock.clone();
         let events = BroadcastStream::new(self.registry.subscribe()).map(move |item| {
             // The permit lives as long as the stream.

@@ -169,7 +169,7 @@ async fn bootstrap(
         None => {
             let dir = tempfile::tempdir()?;
             let mut config = bootstrap_svc::Config::new(dir.path());
-            config.register_per_minute = 0;
+            config.disable_rate_limits();
             config.lease.default_ttl_secs = 3600;
             let (addr, stop) = spawn(|l, s| bootstrap_svc::run(l, config, s)).await?;
             _dir = dir;
@@ -307,5 +307,11 @@ impl Bootstrap for Noop {
     type WatchPeersStream = Pin<Box<dyn Stream<Item = Result<PeerEvent, Status>> + Send>>;
     async fn watch_peers(&self, _: Request<WatchPeersRequest>) -> Result<Response<Self::WatchPeersStream>, Status> {
         Ok(Response::new(Box::pin(futures::stream::empty())))
+    }
+    async fn get_info(
+        &self,
+        _: Request<p2p_proto::bootstrap::GetInfoRequest>,
+    ) -> Result<Response<p2p_proto::bootstrap::GetInfoResponse>, Status> {
+        Ok(Response::new(p2p_proto::bootstrap::GetInfoResponse::default()))
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
 use p2p_proto::bootstrap::{
-    GetPeersRequest, Peer, PeerEvent, PeerEventKind, RegisterRequest, RemoveRequest, WatchPeersRequest,
+    GetInfoRequest, GetPeersRequest, Peer, PeerEvent, PeerEventKind, RegisterRequest, RemoveRequest, WatchPeersRequest,
 };
 use p2p_proto::{identity, signing, unix_ms_now};
 use serde_json::json;
@@ -57,6 +57,12 @@ pub enum BootstrapCmd {
     Watch,
 }
 
+/// The registry's id, which signed requests name (GetInfo).
+async fn registry_id(client: &mut BootstrapClient<tonic::transport::Channel>) -> anyhow::Result<signing::RegistryId> {
+    let info = client.get_info(GetInfoRequest {}).await.map_err(connect::status)?.into_inner();
+    signing::registry_id(&info.registry_id).map_err(anyhow::Error::msg)
+}
+
 pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::Result<()> {
     let mut client = BootstrapClient::new(connect::channel("bootstrap", endpoint).await?);
     match cmd {
@@ -67,7 +73,8 @@ pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::R
                     if created {
                         eprintln!("created key {}", path.display());
                     }
-                    signing::signed_register(&key, &address, ttl, unix_ms_now())
+                    let registry = registry_id(&mut client).await?;
+                    signing::signed_register(&key, &registry, &address, ttl, unix_ms_now())
                 }
                 None => RegisterRequest { address, ttl_seconds: ttl, ..Default::default() },
             };
@@ -132,7 +139,8 @@ pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::R
             let req = match key {
                 Some(path) => {
                     let (key, _) = identity::load_or_create(&path)?;
-                    signing::signed_remove(&key, &address, unix_ms_now())
+                    let registry = registry_id(&mut client).await?;
+                    signing::signed_remove(&key, &registry, &address, unix_ms_now())
                 }
                 None => RemoveRequest { address, ..Default::default() },
             };

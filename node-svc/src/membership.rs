@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
-use p2p_proto::bootstrap::{GetPeersRequest, PeerEventKind, WatchPeersRequest};
+use p2p_proto::bootstrap::{GetInfoRequest, GetPeersRequest, PeerEventKind, WatchPeersRequest};
 use p2p_proto::node::PeerSource;
-use p2p_proto::signing::{signed_register, signed_remove};
+use p2p_proto::signing::{RegistryId, signed_register, signed_remove};
 use tonic::transport::Channel;
 
 use crate::metrics::Stats;
@@ -60,7 +60,8 @@ pub(crate) async fn run(node: NodeHandle) {
 /// bootstrap fails (the caller moves on to the next one).
 async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<(), String> {
     let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?);
-    register(node, &mut client).await?;
+    let registry = registry_id(&mut client).await?;
+    register(node, &mut client, &registry).await?;
     discover(node, &mut client).await?;
     let mut events = client
         .watch_peers(WatchPeersRequest {})
@@ -73,7 +74,7 @@ async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<
         tokio::select! {
             _ = node.shutdown_token().cancelled() => return Ok(()),
             _ = tick.tick() => {
-                register(node, &mut client).await?;
+                register(node, &mut client, &registry).await?;
                 discover(node, &mut client).await?;
             }
             ev = events.message() => {
@@ -82,7 +83,9 @@ async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<
                     (PeerEventKind::Joined | PeerEventKind::Refreshed, Some(p)) => {
                         node.peers().learn(&p.address, PeerSource::Bootstrap, Some(&p.node_id));
                     }
-                    (PeerEventKind::Left, Some(p)) if !node.config().peers.contains(&p.address) => {
+                    // Gone from the registry (removed, or its lease ran out):
+                    // stop dialing it, unless the operator configured it.
+                    (PeerEventKind::Left | PeerEventKind::Expired, Some(p)) if !node.config().peers.contains(&p.address) => {
                         node.peers().forget(&p.address);
                     }
                     (PeerEventKind::Lagged, _) => discover(node, &mut client).await?,
@@ -93,8 +96,19 @@ async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<
     }
 }
 
-async fn register(node: &NodeHandle, client: &mut BootstrapClient<Channel>) -> Result<(), String> {
-    let req = signed_register(node.key(), &node.config().advertise, node.config().register_ttl_secs, node.now_ms());
+/// The registry's id, which signed requests to it must name.
+async fn registry_id(client: &mut BootstrapClient<Channel>) -> Result<RegistryId, String> {
+    let info = client.get_info(GetInfoRequest {}).await.map_err(|s| format!("GetInfo: {}", s.message()))?;
+    p2p_proto::signing::registry_id(&info.get_ref().registry_id).map_err(|e| format!("GetInfo: {e}"))
+}
+
+async fn register(
+    node: &NodeHandle,
+    client: &mut BootstrapClient<Channel>,
+    registry: &RegistryId,
+) -> Result<(), String> {
+    let config = node.config();
+    let req = signed_register(node.key(), registry, &config.advertise, config.register_ttl_secs, node.now_ms());
     let resp = client.register(req).await.map_err(|s| format!("Register: {:?}: {}", s.code(), s.message()))?;
     Stats::add(&node.counters().bootstrap_registrations, 1);
     tracing::debug!(message = %resp.get_ref().message, "registered with bootstrap");
@@ -119,9 +133,10 @@ async fn discover(node: &NodeHandle, client: &mut BootstrapClient<Channel>) -> R
 async fn deregister(node: &NodeHandle, bootstraps: &[String]) {
     for address in bootstraps {
         let attempt = async {
-            let channel = node.dialer().bootstrap(address).await?;
-            let req = signed_remove(node.key(), &node.config().advertise, node.now_ms());
-            BootstrapClient::new(channel).remove(req).await.map_err(|s| s.message().to_string())
+            let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?);
+            let registry = registry_id(&mut client).await?;
+            let req = signed_remove(node.key(), &registry, &node.config().advertise, node.now_ms());
+            client.remove(req).await.map_err(|s| s.message().to_string())
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
             Ok(Ok(r)) => {

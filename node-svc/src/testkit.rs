@@ -294,7 +294,7 @@ impl TestNet {
     pub async fn launch(n: usize, make: impl Fn(&Path, SocketAddr, &str) -> crate::NodeConfig) -> Self {
         let bootstrap_dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = bootstrap_svc::Config::new(bootstrap_dir.path());
-        cfg.register_per_minute = 0;
+        cfg.disable_rate_limits();
         let bootstrap = TestBootstrap::start(cfg).await;
         let endpoint = bootstrap.endpoint();
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();

@@ -37,7 +37,8 @@ pub struct ConnLimits {
     /// `keepalive_timeout`).
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
-    /// Concurrent requests (HTTP/2 streams) per connection.
+    /// Requests handled at once per connection; more wait their turn (up
+    /// to [`MAX_OPEN_STREAMS`] open streams, beyond which HTTP/2 refuses them).
     pub max_streams_per_connection: u32,
     /// Bits of an IPv6 address that name a client.
     pub v6_prefix: u8,
@@ -51,7 +52,7 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(120),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
-            max_streams_per_connection: 64,
+            max_streams_per_connection: 256,
             v6_prefix: 64,
         }
     }
@@ -63,12 +64,16 @@ impl ConnLimits {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(self.keepalive_interval))
             .http2_keepalive_timeout(Some(self.keepalive_timeout))
-            .max_concurrent_streams(self.max_streams_per_connection)
+            .max_concurrent_streams(MAX_OPEN_STREAMS.max(self.max_streams_per_connection))
             .concurrency_limit_per_connection(self.max_streams_per_connection as usize)
             .http2_max_pending_accept_reset_streams(Some(64))
             .http2_max_header_list_size(16 * 1024)
     }
 }
+
+/// Open HTTP/2 streams allowed per connection (queued or being handled).
+/// The connection's flow-control window bounds what they buffer together.
+pub const MAX_OPEN_STREAMS: u32 = 1024;
 
 /// The flags both servers take for [`ConnLimits`].
 #[derive(Debug, Clone, clap::Args)]
@@ -82,8 +87,8 @@ pub struct ConnArgs {
     /// Seconds a connection may send nothing (not even a keepalive answer) before it is closed.
     #[arg(long, env = "P2P_IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
-    /// Concurrent requests (HTTP/2 streams) per connection.
-    #[arg(long, env = "P2P_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
+    /// Requests handled at once per connection (more wait their turn).
+    #[arg(long, env = "P2P_MAX_STREAMS_PER_CONNECTION", default_value_t = 256)]
     pub max_streams_per_connection: u32,
     /// Leading bits of an IPv6 address that identify one client for per-client limits.
     #[arg(long, env = "P2P_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]

@@ -6,9 +6,12 @@
 //! canonical, so they are never signed):
 //!
 //! ```text
-//! register: "p2p.bootstrap.v1.Register\0" | u16 BE len | address | public_key (32) | ttl_seconds u32 BE | timestamp_unix_ms u64 BE
-//! remove:   "p2p.bootstrap.v1.Remove\0"   | u16 BE len | address | timestamp_unix_ms u64 BE
+//! register: "p2p.bootstrap.v1.Register\0" | registry_id (16) | u16 BE len | address | public_key (32) | ttl_seconds u32 BE | timestamp_unix_ms u64 BE
+//! remove:   "p2p.bootstrap.v1.Remove\0"   | registry_id (16) | u16 BE len | address | timestamp_unix_ms u64 BE
 //! ```
+//!
+//! `registry_id` is the bootstrap server's (`GetInfo`), so a signature made
+//! for one registry never verifies at another.
 //!
 //! The domain prefix keeps a Register signature from ever verifying as a
 //! Remove (and vice versa); the length prefix keeps field boundaries
@@ -23,6 +26,11 @@ use crate::bootstrap::{RegisterRequest, RemoveRequest};
 pub const PUBLIC_KEY_LEN: usize = 32;
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
+/// Length of a registry id.
+pub const REGISTRY_ID_LEN: usize = 16;
+
+/// A bootstrap registry's id, as signed payloads carry it.
+pub type RegistryId = [u8; REGISTRY_ID_LEN];
 
 const REGISTER_DOMAIN: &[u8] = b"p2p.bootstrap.v1.Register\0";
 const REMOVE_DOMAIN: &[u8] = b"p2p.bootstrap.v1.Remove\0";
@@ -41,9 +49,16 @@ pub enum SignatureError {
 }
 
 /// Canonical bytes a Register request's signature covers.
-pub fn register_payload(address: &str, public_key: &[u8], ttl_seconds: u32, timestamp_unix_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(REGISTER_DOMAIN.len() + 2 + address.len() + public_key.len() + 12);
+pub fn register_payload(
+    registry: &RegistryId,
+    address: &str,
+    public_key: &[u8],
+    ttl_seconds: u32,
+    timestamp_unix_ms: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REGISTER_DOMAIN.len() + 18 + address.len() + public_key.len() + 12);
     out.extend_from_slice(REGISTER_DOMAIN);
+    out.extend_from_slice(registry);
     push_str(&mut out, address);
     out.extend_from_slice(public_key);
     out.extend_from_slice(&ttl_seconds.to_be_bytes());
@@ -52,9 +67,10 @@ pub fn register_payload(address: &str, public_key: &[u8], ttl_seconds: u32, time
 }
 
 /// Canonical bytes a Remove request's signature covers.
-pub fn remove_payload(address: &str, timestamp_unix_ms: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(REMOVE_DOMAIN.len() + 2 + address.len() + 8);
+pub fn remove_payload(registry: &RegistryId, address: &str, timestamp_unix_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REMOVE_DOMAIN.len() + 18 + address.len() + 8);
     out.extend_from_slice(REMOVE_DOMAIN);
+    out.extend_from_slice(registry);
     push_str(&mut out, address);
     out.extend_from_slice(&timestamp_unix_ms.to_be_bytes());
     out
@@ -90,18 +106,29 @@ pub fn sign(key: &SigningKey, payload: &[u8]) -> Vec<u8> {
 /// A Register request for `address` signed by `key` at `timestamp_unix_ms`.
 /// The address is signed (and sent) in its canonical spelling; an invalid one
 /// is sent as given so the server names what is wrong with it.
-pub fn signed_register(key: &SigningKey, address: &str, ttl_seconds: u32, timestamp_unix_ms: u64) -> RegisterRequest {
+pub fn signed_register(
+    key: &SigningKey,
+    registry: &RegistryId,
+    address: &str,
+    ttl_seconds: u32,
+    timestamp_unix_ms: u64,
+) -> RegisterRequest {
     let address = crate::address::canonicalize(address).unwrap_or_else(|_| address.to_string());
     let public_key = key.verifying_key().to_bytes().to_vec();
-    let signature = sign(key, &register_payload(&address, &public_key, ttl_seconds, timestamp_unix_ms));
+    let signature = sign(key, &register_payload(registry, &address, &public_key, ttl_seconds, timestamp_unix_ms));
     RegisterRequest { address, public_key, ttl_seconds, timestamp_unix_ms, signature }
 }
 
 /// A Remove request for `address` signed by `key` at `timestamp_unix_ms`.
-pub fn signed_remove(key: &SigningKey, address: &str, timestamp_unix_ms: u64) -> RemoveRequest {
+pub fn signed_remove(key: &SigningKey, registry: &RegistryId, address: &str, timestamp_unix_ms: u64) -> RemoveRequest {
     let address = crate::address::canonicalize(address).unwrap_or_else(|_| address.to_string());
-    let signature = sign(key, &remove_payload(&address, timestamp_unix_ms));
+    let signature = sign(key, &remove_payload(registry, &address, timestamp_unix_ms));
     RemoveRequest { address, timestamp_unix_ms, signature }
+}
+
+/// Parses GetInfo's `registry_id`.
+pub fn registry_id(bytes: &[u8]) -> Result<RegistryId, String> {
+    bytes.try_into().map_err(|_| format!("registry_id must be {REGISTRY_ID_LEN} bytes, got {}", bytes.len()))
 }
 
 /// A node's id: hex of the first 20 bytes of SHA-256 of its public key.
@@ -121,8 +148,9 @@ mod tests {
 
     #[test]
     fn register_payload_layout_is_stable() {
-        let p = register_payload("a:1", &[7u8; 32], 60, 0x0102030405060708);
+        let p = register_payload(&[9u8; 16], "a:1", &[7u8; 32], 60, 0x0102030405060708);
         let mut expected = b"p2p.bootstrap.v1.Register\0".to_vec();
+        expected.extend_from_slice(&[9u8; 16]);
         expected.extend_from_slice(&[0, 3]);
         expected.extend_from_slice(b"a:1");
         expected.extend_from_slice(&[7u8; 32]);
@@ -133,8 +161,9 @@ mod tests {
 
     #[test]
     fn remove_payload_layout_is_stable() {
-        let p = remove_payload("a:1", 1);
+        let p = remove_payload(&[9u8; 16], "a:1", 1);
         let mut expected = b"p2p.bootstrap.v1.Remove\0".to_vec();
+        expected.extend_from_slice(&[9u8; 16]);
         expected.extend_from_slice(&[0, 3, b'a', b':', b'1', 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(p, expected);
     }
@@ -160,14 +189,17 @@ mod tests {
         ) {
             let k = key(9);
             let pk = k.verifying_key().to_bytes();
-            let payload = register_payload(&addr, &pk, ttl, ts);
+            let reg = [1u8; 16];
+            let payload = register_payload(&reg, &addr, &pk, ttl, ts);
             let sig = sign(&k, &payload);
             prop_assert!(verify(&pk, &payload, &sig).is_ok());
-            // The same signature never verifies a Remove, another timestamp, or another key.
-            prop_assert!(verify(&pk, &remove_payload(&addr, ts), &sig).is_err());
+            // The same signature never verifies a Remove, another timestamp,
+            // another registry, or another key.
+            prop_assert!(verify(&pk, &remove_payload(&reg, &addr, ts), &sig).is_err());
             if other_ts != ts {
-                prop_assert!(verify(&pk, &register_payload(&addr, &pk, ttl, other_ts), &sig).is_err());
+                prop_assert!(verify(&pk, &register_payload(&reg, &addr, &pk, ttl, other_ts), &sig).is_err());
             }
+            prop_assert!(verify(&pk, &register_payload(&[2u8; 16], &addr, &pk, ttl, ts), &sig).is_err());
             let other = key(10).verifying_key().to_bytes();
             prop_assert!(verify(&other, &payload, &sig).is_err());
         }
@@ -177,7 +209,7 @@ mod tests {
             a in "[a-z:0-9]{0,12}", b in "[a-z:0-9]{0,12}", ts_a in any::<u64>(), ts_b in any::<u64>(),
         ) {
             prop_assume!(a != b || ts_a != ts_b);
-            prop_assert_ne!(remove_payload(&a, ts_a), remove_payload(&b, ts_b));
+            prop_assert_ne!(remove_payload(&[0; 16], &a, ts_a), remove_payload(&[0; 16], &b, ts_b));
         }
     }
 }

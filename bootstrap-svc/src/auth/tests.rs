@@ -5,6 +5,7 @@ use tonic::Code;
 use super::*;
 
 const WINDOW: u64 = 60_000;
+const REG: RegistryId = [5; 16];
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
@@ -29,30 +30,31 @@ proptest! {
         let owner_key = pk(&key(a));
         let o = owner(&owner_key, last);
         let other = SignedClaim { public_key: pk(&key(b)), timestamp_ms: ts };
-        prop_assert_eq!(code(may_register(&o, Some(&other), "a:1")), Some(Code::PermissionDenied));
-        prop_assert_eq!(code(may_register(&o, None, "a:1")), Some(Code::PermissionDenied));
+        prop_assert_eq!(code(may_register(&o, Some(&other), "10.0.0.1", "a:1")), Some(Code::PermissionDenied));
+        prop_assert_eq!(code(may_register(&o, None, "10.0.0.1", "a:1")), Some(Code::PermissionDenied));
     }
 
     #[test]
     fn the_owner_refreshes_only_with_a_newer_timestamp(a in 1u8..=255, ts in any::<u64>(), last in any::<u64>()) {
         let owner_key = pk(&key(a));
         let claim = SignedClaim { public_key: owner_key.clone(), timestamp_ms: ts };
-        let verdict = may_register(&owner(&owner_key, last), Some(&claim), "a:1");
+        let verdict = may_register(&owner(&owner_key, last), Some(&claim), "10.9.9.9", "a:1");
         prop_assert_eq!(verdict.is_ok(), ts > last);
     }
 
     #[test]
-    fn anyone_may_claim_an_unsigned_address(b in 1u8..=255, ts in any::<u64>()) {
+    fn an_unsigned_address_is_refreshed_or_claimed_only_from_its_registrant_ip(b in 1u8..=255, ts in any::<u64>(), ip in "[0-9.]{1,15}") {
         let o = owner(&[], 0);
-        prop_assert!(may_register(&o, None, "a:1").is_ok());
         let claim = SignedClaim { public_key: pk(&key(b)), timestamp_ms: ts };
-        prop_assert!(may_register(&o, Some(&claim), "a:1").is_ok());
+        let from_registrant = ip == "10.0.0.1";
+        prop_assert_eq!(may_register(&o, None, &ip, "a:1").is_ok(), from_registrant);
+        prop_assert_eq!(may_register(&o, Some(&claim), &ip, "a:1").is_ok(), from_registrant);
     }
 
     #[test]
     fn an_unsigned_registration_is_removed_only_from_its_registrant_ip(ip in "[0-9.]{1,15}") {
         let o = owner(&[], 0);
-        let attempt = RemoveAttempt { timestamp_ms: 0, signature: &[], client_ip: &ip };
+        let attempt = RemoveAttempt { timestamp_ms: 0, verified_key: None, client_ip: &ip };
         prop_assert_eq!(may_remove(&o, &attempt, "a:1").is_ok(), ip == "10.0.0.1");
     }
 
@@ -63,19 +65,22 @@ proptest! {
         let owner_key = key(a);
         let owner_pk = pk(&owner_key);
         let o = owner(&owner_pk, last);
-        let own = signing::sign(&owner_key, &signing::remove_payload("a:1", ts));
-        let attempt = RemoveAttempt { timestamp_ms: ts, signature: &own, client_ip: "10.9.9.9" };
+        let own = signing::sign(&owner_key, &signing::remove_payload(&REG, "a:1", ts));
+        prop_assert!(verify_remove(&REG, &owner_pk, "a:1", ts, &own).is_ok());
+        let attempt = RemoveAttempt { timestamp_ms: ts, verified_key: Some(&owner_pk), client_ip: "10.9.9.9" };
         prop_assert_eq!(may_remove(&o, &attempt, "a:1").is_ok(), ts > last);
         // Signed for another address, or by another key: never.
-        let elsewhere = signing::sign(&owner_key, &signing::remove_payload("b:1", ts));
-        let wrong_address = RemoveAttempt { signature: &elsewhere, ..attempt };
-        prop_assert!(may_remove(&o, &wrong_address, "a:1").is_err());
+        let elsewhere = signing::sign(&owner_key, &signing::remove_payload(&REG, "b:1", ts));
+        prop_assert!(verify_remove(&REG, &owner_pk, "a:1", ts, &elsewhere).is_err());
+        let other_pk = pk(&key(b));
         if a != b {
-            let forged = signing::sign(&key(b), &signing::remove_payload("a:1", ts));
-            let wrong_key = RemoveAttempt { signature: &forged, ..attempt };
-            prop_assert!(may_remove(&o, &wrong_key, "a:1").is_err());
+            let forged = signing::sign(&key(b), &signing::remove_payload(&REG, "a:1", ts));
+            prop_assert!(verify_remove(&REG, &owner_pk, "a:1", ts, &forged).is_err());
+            // A signature checked against a key the owner no longer has.
+            let stale = RemoveAttempt { verified_key: Some(&other_pk), ..attempt };
+            prop_assert!(may_remove(&o, &stale, "a:1").is_err());
         }
-        let unsigned = RemoveAttempt { signature: &[], client_ip: "10.0.0.1", ..attempt };
+        let unsigned = RemoveAttempt { verified_key: None, client_ip: "10.0.0.1", ..attempt };
         prop_assert!(may_remove(&o, &unsigned, "a:1").is_err(), "even from the registrant IP");
     }
 
@@ -85,16 +90,18 @@ proptest! {
         let public_key = pk(&k);
         let now = 1_800_000_000_000u64;
         let ts = now - skew;
-        let signature = signing::sign(&k, &signing::register_payload("a:1", &public_key, 60, ts));
+        let signature = signing::sign(&k, &signing::register_payload(&REG, "a:1", &public_key, 60, ts));
         let good = RegisterFields { address: "a:1", public_key: &public_key, signature: &signature, ttl_seconds: 60, timestamp_ms: ts };
-        let claim = check_register(&good, false, now, WINDOW).unwrap();
+        let claim = check_register(&REG, &good, false, now, WINDOW).unwrap();
         prop_assert_eq!(claim, Some(SignedClaim { public_key: public_key.clone(), timestamp_ms: ts }));
         let tampered = match field {
             0 => RegisterFields { address: "b:1", ..good },
             1 => RegisterFields { ttl_seconds: 61, ..good },
             _ => RegisterFields { timestamp_ms: ts - 1, ..good },
         };
-        prop_assert_eq!(check_register(&tampered, false, now, WINDOW).err().map(|e| tonic::Status::from(e).code()), Some(Code::PermissionDenied));
+        prop_assert_eq!(check_register(&REG, &tampered, false, now, WINDOW).err().map(|e| tonic::Status::from(e).code()), Some(Code::PermissionDenied));
+        // Signed for this registry: worthless at another one.
+        prop_assert_eq!(check_register(&[6; 16], &good, false, now, WINDOW).err().map(|e| tonic::Status::from(e).code()), Some(Code::PermissionDenied));
     }
 }
 
@@ -106,12 +113,12 @@ fn stale_or_missing_timestamps_and_malformed_fields_are_refused_with_their_code(
     assert_eq!(code(check_fresh(now + WINDOW + 1, now, WINDOW)), Some(Code::PermissionDenied));
     assert!(check_fresh(now + WINDOW, now, WINDOW).is_ok());
     let unsigned = RegisterFields { address: "a:1", public_key: &[], signature: &[], ttl_seconds: 0, timestamp_ms: 0 };
-    assert_eq!(check_register(&unsigned, false, now, WINDOW).unwrap(), None);
-    let required = check_register(&unsigned, true, now, WINDOW).err().map(|e| tonic::Status::from(e).code());
+    assert_eq!(check_register(&REG, &unsigned, false, now, WINDOW).unwrap(), None);
+    let required = check_register(&REG, &unsigned, true, now, WINDOW).err().map(|e| tonic::Status::from(e).code());
     assert_eq!(required, Some(Code::Unauthenticated));
     let short_key = RegisterFields { public_key: &[1; 31], signature: &[0; 64], ..unsigned };
     assert_eq!(
-        check_register(&short_key, false, now, WINDOW).err().map(|e| tonic::Status::from(e).code()),
+        check_register(&REG, &short_key, false, now, WINDOW).err().map(|e| tonic::Status::from(e).code()),
         Some(Code::InvalidArgument)
     );
     assert_eq!(code(check_remove(&[0; 10], now, now, WINDOW)), Some(Code::InvalidArgument));

@@ -29,13 +29,15 @@ pub struct Registered {
     pub peer: Peer,
 }
 
-/// A Remove; its signature (if any) is checked by the store against the
-/// stored key ([`crate::auth::may_remove`]).
+/// A Remove whose signature (if any) the service already verified.
 #[derive(Debug, Clone)]
 pub struct RemoveCmd {
     pub address: String,
     pub timestamp_ms: u64,
-    pub signature: Vec<u8>,
+    /// The stored key the request's signature verified against (None: unsigned
+    /// or no key was stored); the writer checks it is still the owner's
+    /// ([`crate::auth::may_remove`]).
+    pub verified_key: Option<Vec<u8>>,
     pub client_ip: String,
 }
 
@@ -56,6 +58,13 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes a registration; `Ok(false)` when there was none to remove.
     async fn remove(&self, cmd: RemoveCmd) -> Result<bool, Error>;
+
+    /// This registry's id (fixed at creation), which signed payloads name.
+    fn registry_id(&self) -> p2p_proto::signing::RegistryId;
+
+    /// The key a live registration of `address` is bound to (empty when
+    /// unsigned); None when there is none.
+    async fn owner_key(&self, address: &str) -> Result<Option<Vec<u8>>, Error>;
 
     /// Deletes up to `max` expired registrations; returns how many.
     async fn purge_expired(&self, max: usize) -> Result<usize, Error>;

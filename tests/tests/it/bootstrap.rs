@@ -21,7 +21,7 @@ const T0: u64 = 1_800_000_000_000;
 
 fn config(dir: &tempfile::TempDir) -> Config {
     let mut c = Config::new(dir.path());
-    c.register_per_minute = 0;
+    c.disable_rate_limits();
     c
 }
 
@@ -152,30 +152,31 @@ async fn a_key_bound_registration_only_answers_to_its_key() {
     let (cfg, clock) = manual(&dir);
     let server = TestBootstrap::start(cfg).await;
     let mut c = server.client().await;
+    let rid = registry(&mut c).await;
     let (owner, thief) = (key(1), key(2));
 
-    let first = c.register(signed_register(&owner, "node1:3000", 600, T0)).await.unwrap().into_inner();
+    let first = c.register(signed_register(&owner, &rid, "node1:3000", 600, T0)).await.unwrap().into_inner();
     let peer = first.peer.unwrap();
     assert_eq!(peer.node_id, p2p_proto::signing::node_id(&owner.verifying_key().to_bytes()));
 
     // Another key, or no key at all, cannot refresh, take over or remove it.
-    let err = c.register(signed_register(&thief, "node1:3000", 600, T0 + 1)).await.unwrap_err();
+    let err = c.register(signed_register(&thief, &rid, "node1:3000", 600, T0 + 1)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains(&peer.node_id), "names the owner: {}", err.message());
     let err = c.register(reg("node1:3000")).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = c.remove(signed_remove(&thief, "node1:3000", T0 + 2)).await.unwrap_err();
+    let err = c.remove(signed_remove(&thief, &rid, "node1:3000", T0 + 2)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = c.remove(RemoveRequest { address: "node1:3000".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // A tampered field breaks the signature.
-    let mut tampered = signed_register(&owner, "node1:3000", 600, T0 + 3);
+    let mut tampered = signed_register(&owner, &rid, "node1:3000", 600, T0 + 3);
     tampered.ttl_seconds = 3600;
     assert_eq!(c.register(tampered).await.unwrap_err().code(), Code::PermissionDenied);
 
     // The owner refreshes; replaying that exact request is rejected.
-    let refresh = signed_register(&owner, "node1:3000", 600, T0 + 5);
+    let refresh = signed_register(&owner, &rid, "node1:3000", 600, T0 + 5);
     assert!(!c.register(refresh.clone()).await.unwrap().into_inner().created);
     let err = c.register(refresh).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -183,13 +184,13 @@ async fn a_key_bound_registration_only_answers_to_its_key() {
 
     // A timestamp outside the freshness window is rejected even if signed.
     clock.advance_ms(120_000);
-    let err = c.remove(signed_remove(&owner, "node1:3000", T0 + 6)).await.unwrap_err();
+    let err = c.remove(signed_remove(&owner, &rid, "node1:3000", T0 + 6)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("away from the server's clock"), "{}", err.message());
 
     // The owner's fresh, signed Remove works; replaying it does nothing more.
     let now = T0 + 120_000;
-    let remove = signed_remove(&owner, "node1:3000", now);
+    let remove = signed_remove(&owner, &rid, "node1:3000", now);
     assert!(c.remove(remove.clone()).await.unwrap().into_inner().removed);
     assert!(!c.remove(remove).await.unwrap().into_inner().removed);
     server.stop().await;
@@ -200,6 +201,7 @@ async fn an_unsigned_registration_can_be_claimed_by_a_key_but_not_removed_by_str
     let dir = tempfile::tempdir().unwrap();
     let server = TestBootstrap::start(config(&dir)).await;
     let mut c = server.client().await;
+    let rid = registry(&mut c).await;
     c.register(reg("node9:3000")).await.unwrap();
 
     // A client on another IP (127.0.0.2) cannot remove it.
@@ -212,7 +214,7 @@ async fn an_unsigned_registration_can_be_claimed_by_a_key_but_not_removed_by_str
     // A key may claim the unbound address; from then on it is key-bound.
     let k = key(3);
     let ts = p2p_proto::unix_ms_now();
-    c.register(signed_register(&k, "node9:3000", 60, ts)).await.unwrap();
+    c.register(signed_register(&k, &rid, "node9:3000", 60, ts)).await.unwrap();
     let err = c.register(reg("node9:3000")).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     server.stop().await;
@@ -317,6 +319,7 @@ async fn each_kind_of_invalid_input_gets_its_code_and_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestBootstrap::start(config(&dir)).await;
     let mut c = server.client().await;
+    let rid = registry(&mut c).await;
     let k = key(4);
     let now = p2p_proto::unix_ms_now();
     let cases: Vec<(RegisterRequest, Code, &str)> = vec![
@@ -330,12 +333,12 @@ async fn each_kind_of_invalid_input_gets_its_code_and_names_the_field() {
         (RegisterRequest { public_key: vec![1; 5], ..reg("a:1") }, Code::InvalidArgument, "public_key"),
         (RegisterRequest { signature: vec![1; 64], ..reg("a:1") }, Code::InvalidArgument, "public_key"),
         (
-            RegisterRequest { signature: vec![1; 10], ..signed_register(&k, "a:1", 0, now) },
+            RegisterRequest { signature: vec![1; 10], ..signed_register(&k, &rid, "a:1", 0, now) },
             Code::InvalidArgument,
             "signature",
         ),
         (
-            RegisterRequest { timestamp_unix_ms: 0, ..signed_register(&k, "a:1", 0, now) },
+            RegisterRequest { timestamp_unix_ms: 0, ..signed_register(&k, &rid, "a:1", 0, now) },
             Code::InvalidArgument,
             "timestamp_unix_ms",
         ),
@@ -369,9 +372,10 @@ async fn unsigned_registrations_are_refused_when_signatures_are_required() {
     cfg.require_signatures = true;
     let server = TestBootstrap::start(cfg).await;
     let mut c = server.client().await;
+    let rid = registry(&mut c).await;
     let err = c.register(reg("a:1")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let ok = c.register(signed_register(&key(5), "a:1", 0, p2p_proto::unix_ms_now())).await.unwrap();
+    let ok = c.register(signed_register(&key(5), &rid, "a:1", 0, p2p_proto::unix_ms_now())).await.unwrap();
     assert!(ok.into_inner().created);
     server.stop().await;
 }
@@ -394,6 +398,11 @@ async fn register_is_rate_limited_per_client_ip() {
     let channel = node_svc::testkit::channel_from(&server.endpoint(), "127.0.0.3").await;
     BootstrapClient::new(channel).register(reg("other:1")).await.unwrap();
     server.stop().await;
+}
+
+async fn registry(c: &mut BootstrapClient<Channel>) -> p2p_proto::signing::RegistryId {
+    let info = c.get_info(p2p_proto::bootstrap::GetInfoRequest {}).await.unwrap().into_inner();
+    p2p_proto::signing::registry_id(&info.registry_id).unwrap()
 }
 
 async fn next_event(stream: &mut tonic::Streaming<PeerEvent>) -> PeerEvent {
@@ -477,5 +486,107 @@ async fn a_slow_watcher_is_told_what_it_missed_and_stalls_no_one() {
         }
     }
     assert!(saw_lagged, "the slow watcher was told it lagged");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsigned_registration_stays_with_its_registrant_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestBootstrap::start(config(&dir)).await;
+    let mut owner = server.client().await;
+    owner.register(reg("node7:3000")).await.unwrap();
+    let channel = node_svc::testkit::channel_from(&server.endpoint(), "127.0.0.2").await;
+    let mut stranger = BootstrapClient::new(channel);
+    // A refresh from elsewhere used to move the registrant IP, after which
+    // the stranger could remove it.
+    let err = stranger.register(reg("node7:3000")).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("127.0.0.1"), "{}", err.message());
+    let rid = registry(&mut owner).await;
+    let err = stranger.register(signed_register(&key(8), &rid, "node7:3000", 60, p2p_proto::unix_ms_now())).await;
+    assert_eq!(err.unwrap_err().code(), Code::PermissionDenied, "nor claimed by a key from elsewhere");
+    let err = stranger.remove(RemoveRequest { address: "node7:3000".into(), ..Default::default() }).await;
+    assert_eq!(err.unwrap_err().code(), Code::PermissionDenied);
+    assert!(
+        owner
+            .remove(RemoveRequest { address: "node7:3000".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .removed
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_register_cannot_be_replayed_after_removal_expiry_or_at_another_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, clock) = manual(&dir);
+    let server = TestBootstrap::start(cfg).await;
+    let mut c = server.client().await;
+    let rid = registry(&mut c).await;
+    let k = key(4);
+    let first = signed_register(&k, &rid, "node4:3000", 600, T0);
+    c.register(first.clone()).await.unwrap();
+    assert!(c.remove(signed_remove(&k, &rid, "node4:3000", T0 + 1)).await.unwrap().into_inner().removed);
+    // Replaying the captured Register after the owner left brings nothing back.
+    let err = c.register(first.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("replayed"), "{}", err.message());
+    assert_eq!(c.get_peers(GetPeersRequest::default()).await.unwrap().into_inner().total, 0);
+    // After a lease expires, the same.
+    let second = signed_register(&k, &rid, "node4:3000", 10, T0 + 2);
+    c.register(second.clone()).await.unwrap();
+    clock.advance_ms(11_000);
+    eventually(Duration::from_secs(10), "the lease is purged", || {
+        let mut c = c.clone();
+        async move { (c.get_peers(GetPeersRequest::default()).await.ok()?.into_inner().total == 0).then_some(()) }
+    })
+    .await;
+    let err = c.register(second).await.unwrap_err();
+    assert!(err.message().contains("replayed"), "{}", err.message());
+    // The owner's fresh request works.
+    c.register(signed_register(&k, &rid, "node4:3000", 600, T0 + 11_000)).await.unwrap();
+    // A request signed for this registry is refused by another one.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_cfg, _) = manual(&other_dir);
+    let other = TestBootstrap::start(other_cfg).await;
+    let mut o = other.client().await;
+    assert_ne!(registry(&mut o).await, rid);
+    let err = o.register(signed_register(&k, &rid, "node4:3000", 600, T0 + 12_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("registry"), "{}", err.message());
+    other.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn remove_get_peers_and_watchers_are_limited_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.get_peers_per_minute = 3;
+    cfg.remove_per_minute = 2;
+    cfg.max_watchers_per_client = 1;
+    let server = TestBootstrap::start(cfg).await;
+    let mut c = server.client().await;
+    for _ in 0..3 {
+        c.get_peers(GetPeersRequest::default()).await.unwrap();
+    }
+    let err = c.get_peers(GetPeersRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("GetPeers"), "{}", err.message());
+    for _ in 0..2 {
+        c.remove(RemoveRequest { address: "x:1".into(), ..Default::default() }).await.unwrap();
+    }
+    let err = c.remove(RemoveRequest { address: "x:1".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let _watch = c.watch_peers(WatchPeersRequest {}).await.unwrap();
+    let err = c.watch_peers(WatchPeersRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "one client cannot take every watcher slot");
+    // Another client has its own budgets.
+    let channel = node_svc::testkit::channel_from(&server.endpoint(), "127.0.0.4").await;
+    let mut other = BootstrapClient::new(channel);
+    other.get_peers(GetPeersRequest::default()).await.unwrap();
+    let _other_watch = other.watch_peers(WatchPeersRequest {}).await.unwrap();
     server.stop().await;
 }

@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn bootstrap_config(dir: &tempfile::TempDir) -> bootstrap_svc::Config {
     let mut c = bootstrap_svc::Config::new(dir.path());
-    c.register_per_minute = 0;
+    c.disable_rate_limits();
     c
 }
 

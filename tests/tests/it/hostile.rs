@@ -454,3 +454,43 @@ async fn nodes_with_different_consensus_parameters_refuse_each_other_without_ban
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_peer_whose_lease_expired_is_forgotten() {
+    let bdir = tempfile::tempdir().unwrap();
+    let clock = p2p_proto::clock::ManualClock::new(p2p_proto::unix_ms_now());
+    let mut cfg = bootstrap_svc::Config::new(bdir.path());
+    cfg.disable_rate_limits();
+    cfg.clock = Arc::new(clock.clone());
+    cfg.purge_interval = Duration::from_millis(50);
+    let bootstrap = node_svc::testkit::TestBootstrap::start(cfg).await;
+    // A registration nobody will refresh, at an address nobody listens on.
+    let mut b = bootstrap.client().await;
+    b.register(p2p_proto::bootstrap::RegisterRequest {
+        address: "127.0.0.1:9".into(),
+        ttl_seconds: 10,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = bootstrap.endpoint();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, Some(&endpoint), BITS);
+        // Only the registry's word can drop it here.
+        c.max_dial_attempts = u32::MAX;
+        c
+    })
+    .await;
+    eventually(WAIT, "the node learns the registered peer", || async {
+        node.node().peers().contains("127.0.0.1:9").then_some(())
+    })
+    .await;
+    clock.advance_ms(11_000);
+    eventually(WAIT, "the expired peer is forgotten", || async {
+        (!node.node().peers().contains("127.0.0.1:9")).then_some(())
+    })
+    .await;
+    node.stop().await;
+    bootstrap.stop().await;
+}

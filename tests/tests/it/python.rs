@@ -13,7 +13,7 @@ async fn python_grpcio_stubs_call_every_rpc_of_both_services() {
     }
     let bdir = tempfile::tempdir().unwrap();
     let mut cfg = Config::new(bdir.path());
-    cfg.register_per_minute = 0;
+    cfg.disable_rate_limits();
     let bootstrap = TestBootstrap::start(cfg).await;
     let ndir = tempfile::tempdir().unwrap();
     let endpoint = bootstrap.endpoint();

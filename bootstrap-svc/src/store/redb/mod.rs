@@ -12,13 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use ::redb::Database;
+use ::redb::{Database, ReadableTable};
 use p2p_proto::bootstrap::{Peer, PeerEvent};
 use p2p_proto::clock::Clock;
+use p2p_proto::signing::RegistryId;
 use rand::seq::{SliceRandom, index};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use self::tables::{EXPIRY, META, PEERS, SLOTS, decode, read_count};
+use self::tables::{EXPIRY, INFO, META, PEERS, REGISTRY_ID, SLOTS, TOMB_EXPIRY, TOMBSTONES, decode, read_count};
 use self::writer::{MAX_BATCH, WriteOp};
 use super::{Page, PeerStore, RegisterCmd, Registered, RemoveCmd};
 use crate::error::Error;
@@ -33,13 +34,16 @@ pub struct RedbStore {
     events: broadcast::Sender<PeerEvent>,
     clock: Arc<dyn Clock>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    registry_id: RegistryId,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the registry at `path` and starts its writer thread.
-    pub fn open(path: &Path, clock: Arc<dyn Clock>, event_buffer: usize) -> Result<Self, Error> {
+    /// Opens (or creates) the registry at `path` and starts its writer
+    /// thread. `replay_window_ms` is how long a removed or expired signed
+    /// registration keeps its replay floor (the signature freshness window).
+    pub fn open(path: &Path, clock: Arc<dyn Clock>, event_buffer: usize, replay_window_ms: u64) -> Result<Self, Error> {
         let db = Arc::new(Database::create(path)?);
-        {
+        let registry_id = {
             // Create the tables up front so readers never see them missing.
             let mut tx = db.begin_write()?;
             tx.set_quick_repair(true);
@@ -47,15 +51,31 @@ impl RedbStore {
             tx.open_table(EXPIRY)?;
             tx.open_table(SLOTS)?;
             tx.open_table(META)?;
+            tx.open_table(TOMBSTONES)?;
+            tx.open_table(TOMB_EXPIRY)?;
+            let id = {
+                let mut info = tx.open_table(INFO)?;
+                let stored = info.get(REGISTRY_ID)?.map(|v| v.value().to_vec());
+                match stored {
+                    Some(id) => p2p_proto::signing::registry_id(&id).map_err(Error::storage_msg)?,
+                    None => {
+                        let mut id: RegistryId = [0; p2p_proto::signing::REGISTRY_ID_LEN];
+                        getrandom::fill(&mut id).map_err(|e| Error::storage_msg(format!("no randomness: {e}")))?;
+                        info.insert(REGISTRY_ID, id.as_slice())?;
+                        id
+                    }
+                }
+            };
             tx.commit()?;
-        }
+            id
+        };
         let (events, _) = broadcast::channel(event_buffer.max(1));
         let (writes, rx) = mpsc::channel(4 * MAX_BATCH);
         let writer = {
             let (db, events, clock) = (db.clone(), events.clone(), clock.clone());
             std::thread::Builder::new()
                 .name("registry-writer".into())
-                .spawn(move || writer::run(db, rx, events, clock))
+                .spawn(move || writer::run(db, rx, events, clock, replay_window_ms))
                 .map_err(Error::storage)?
         };
         Ok(RedbStore {
@@ -64,6 +84,7 @@ impl RedbStore {
             events,
             clock,
             writer: std::sync::Mutex::new(Some(writer)),
+            registry_id,
         })
     }
 
@@ -89,6 +110,21 @@ impl PeerStore for RedbStore {
     /// Removes a registration; `Ok(false)` when there was none to remove.
     async fn remove(&self, cmd: RemoveCmd) -> Result<bool, Error> {
         self.write(|tx| WriteOp::Remove(cmd, tx)).await
+    }
+
+    fn registry_id(&self) -> RegistryId {
+        self.registry_id
+    }
+
+    async fn owner_key(&self, address: &str) -> Result<Option<Vec<u8>>, Error> {
+        let (db, address, now) = (self.db.clone(), address.to_string(), self.now_ms());
+        blocking(move || {
+            let tx = db.begin_read()?;
+            let peers = tx.open_table(PEERS)?;
+            let rec = peers.get(address.as_str())?.map(|v| decode(v.value())).transpose()?;
+            Ok(rec.filter(|r| lease::is_live(r.expires_at_ms, now)).map(|r| r.public_key))
+        })
+        .await
     }
 
     /// Deletes up to `max` expired registrations; returns how many.

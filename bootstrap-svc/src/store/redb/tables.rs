@@ -7,6 +7,11 @@
 //!   slot numbers and looks them up, so it costs O(k log n) at any size;
 //!   removal swaps the last slot into the hole.
 //! - `meta`: `count` of registrations.
+//! - `info`: `registry_id`, 16 random bytes fixed at creation.
+//! - `tombstones`: address → (newest signed timestamp, kept until) of a
+//!   signed registration that was removed or expired; a signed Register not newer than it is a
+//!   replay. Kept until that timestamp is outside the freshness window
+//!   (`tomb_expiry`: (until_ms, address) → (), for purging in order).
 
 use ::redb::{ReadableTable, TableDefinition, WriteTransaction};
 use p2p_proto::bootstrap::Peer;
@@ -20,6 +25,10 @@ pub(super) const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("pee
 pub(super) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 pub(super) const SLOTS: TableDefinition<u64, &str> = TableDefinition::new("slots");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("info");
+pub(super) const REGISTRY_ID: &str = "registry_id";
+pub(super) const TOMBSTONES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("tombstones");
+pub(super) const TOMB_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("tomb_expiry");
 const COUNT: &str = "count";
 
 /// A registration as stored.
@@ -83,6 +92,8 @@ pub(super) struct Tables<'tx> {
     pub expiry: ::redb::Table<'tx, (u64, &'static str), ()>,
     pub slots: ::redb::Table<'tx, u64, &'static str>,
     pub meta: ::redb::Table<'tx, &'static str, u64>,
+    pub tombstones: ::redb::Table<'tx, &'static str, (u64, u64)>,
+    pub tomb_expiry: ::redb::Table<'tx, (u64, &'static str), ()>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -92,6 +103,8 @@ impl<'tx> Tables<'tx> {
             expiry: tx.open_table(EXPIRY)?,
             slots: tx.open_table(SLOTS)?,
             meta: tx.open_table(META)?,
+            tombstones: tx.open_table(TOMBSTONES)?,
+            tomb_expiry: tx.open_table(TOMB_EXPIRY)?,
         })
     }
 
@@ -102,6 +115,40 @@ impl<'tx> Tables<'tx> {
     pub fn put(&mut self, address: &str, rec: &PeerRecord) -> Result<(), Error> {
         self.peers.insert(address, rec.encode_to_vec().as_slice())?;
         Ok(())
+    }
+
+    /// Remembers the newest signed timestamp of a signed registration being
+    /// deleted, until `until_ms`.
+    pub fn tombstone(&mut self, addr: &str, rec: &PeerRecord, last_ts: u64, until_ms: u64) -> Result<(), Error> {
+        if rec.public_key.is_empty() {
+            return Ok(());
+        }
+        let old = self.tombstones.insert(addr, (last_ts, until_ms))?.map(|v| v.value());
+        if let Some((_, old_until)) = old {
+            self.tomb_expiry.remove((old_until, addr))?;
+        }
+        self.tomb_expiry.insert((until_ms, addr), ())?;
+        Ok(())
+    }
+
+    /// The replay floor of `addr` (a signed timestamp), if one is kept.
+    pub fn replay_floor(&self, addr: &str) -> Result<Option<u64>, Error> {
+        Ok(self.tombstones.get(addr)?.map(|v| v.value().0))
+    }
+
+    /// Drops up to `max` replay floors kept until `now` or before.
+    pub fn purge_tombstones(&mut self, now: u64, max: usize) -> Result<usize, Error> {
+        let mut due = Vec::new();
+        for entry in self.tomb_expiry.range::<(u64, &str)>(..(now.saturating_add(1), ""))?.take(max) {
+            let (k, _) = entry?;
+            let (until, addr) = k.value();
+            due.push((until, addr.to_string()));
+        }
+        for (until, addr) in &due {
+            self.tomb_expiry.remove((*until, addr.as_str()))?;
+            self.tombstones.remove(addr.as_str())?;
+        }
+        Ok(due.len())
     }
 
     /// Takes the next free slot for `address`; returns its number.

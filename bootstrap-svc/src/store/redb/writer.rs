@@ -31,6 +31,7 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<WriteOp>,
     events: broadcast::Sender<PeerEvent>,
     clock: Arc<dyn Clock>,
+    replay_window_ms: u64,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -41,7 +42,7 @@ pub(super) fn run(
             }
         }
         let ops = batch.len();
-        let (replies, outcome) = apply_batch(&db, batch, clock.now_unix_ms());
+        let (replies, outcome) = apply_batch(&db, batch, clock.now_unix_ms(), replay_window_ms);
         match &outcome {
             Ok(_) => tracing::trace!(ops, "registry batch committed"),
             Err(e) => tracing::error!(error = %e, ops, "registry batch failed; nothing in it was applied"),
@@ -89,7 +90,12 @@ fn reply_with_failure(op: WriteOp, e: &Error) -> Reply {
 
 /// Runs every op of a batch in one transaction. A request error is that op's
 /// answer; a storage error aborts the transaction and fails every op in it.
-fn apply_batch(db: &Database, batch: Vec<WriteOp>, now: u64) -> (Vec<Reply>, Result<Vec<PeerEvent>, Error>) {
+fn apply_batch(
+    db: &Database,
+    batch: Vec<WriteOp>,
+    now: u64,
+    window: u64,
+) -> (Vec<Reply>, Result<Vec<PeerEvent>, Error>) {
     let fail_all = |batch: Vec<WriteOp>, e: Error| {
         let replies = batch.into_iter().map(|op| reply_with_failure(op, &e)).collect();
         (replies, Err(e))
@@ -113,9 +119,11 @@ fn apply_batch(db: &Database, batch: Vec<WriteOp>, now: u64) -> (Vec<Reply>, Res
                 continue;
             }
             let reply = match op {
-                WriteOp::Register(cmd, r) => apply_one(r, register(&mut t, &cmd, now, &mut events), &mut failure),
-                WriteOp::Remove(cmd, r) => apply_one(r, remove(&mut t, &cmd, now, &mut events), &mut failure),
-                WriteOp::Purge(max, r) => apply_one(r, purge(&mut t, max, now, &mut events), &mut failure),
+                WriteOp::Register(cmd, r) => {
+                    apply_one(r, register(&mut t, &cmd, now, window, &mut events), &mut failure)
+                }
+                WriteOp::Remove(cmd, r) => apply_one(r, remove(&mut t, &cmd, now, window, &mut events), &mut failure),
+                WriteOp::Purge(max, r) => apply_one(r, purge(&mut t, max, now, window, &mut events), &mut failure),
             };
             replies.push(reply);
         }
@@ -142,31 +150,61 @@ fn event(kind: PeerEventKind, peer: Peer, now: u64) -> PeerEvent {
     PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now }
 }
 
-fn register(t: &mut Tables<'_>, cmd: &RegisterCmd, now: u64, events: &mut Vec<PeerEvent>) -> Result<Registered, Error> {
+/// Deletes an expired registration, keeping its replay floor.
+fn expire(
+    t: &mut Tables<'_>,
+    addr: &str,
+    rec: &PeerRecord,
+    now: u64,
+    window: u64,
+    events: &mut Vec<PeerEvent>,
+) -> Result<(), Error> {
+    t.delete(addr, rec)?;
+    t.tombstone(addr, rec, rec.last_signed_ts_ms, rec.last_signed_ts_ms.saturating_add(window))?;
+    events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+    Ok(())
+}
+
+fn register(
+    t: &mut Tables<'_>,
+    cmd: &RegisterCmd,
+    now: u64,
+    window: u64,
+    events: &mut Vec<PeerEvent>,
+) -> Result<Registered, Error> {
     let addr = cmd.address.as_str();
     let expires = lease::expires_at(now, cmd.ttl_secs);
     // An expired lease is gone, even if not purged yet: the address is free.
     let existing = match t.get(addr)? {
         Some(rec) if lease::is_live(rec.expires_at_ms, now) => Some(rec),
         Some(stale) => {
-            t.delete(addr, &stale)?;
-            events.push(event(PeerEventKind::Expired, stale.to_peer(addr), now));
+            expire(t, addr, &stale, now, window, events)?;
             None
         }
         None => None,
     };
+    // A signed request is never older than what was last accepted for this
+    // address, even after a removal or expiry (within the freshness window).
+    if let Some(claim) = &cmd.claim
+        && let Some(floor) = t.replay_floor(addr)?
+        && claim.timestamp_ms <= floor
+    {
+        return Err(auth::replayed(claim.timestamp_ms, floor));
+    }
     let (rec, created) = match existing {
         Some(mut rec) => {
-            auth::may_register(&rec.owner(), cmd.claim.as_ref(), addr)?;
+            auth::may_register(&rec.owner(), cmd.claim.as_ref(), &cmd.client_ip, addr)?;
             if let Some(claim) = &cmd.claim {
-                // Signed refresh, or an unsigned registration claimed by a key.
+                // Signed refresh (possibly from a new IP: the key, not the
+                // IP, owns it), or an unsigned registration claimed by a key
+                // from its registrant IP.
                 rec.public_key = claim.public_key.clone();
                 rec.last_signed_ts_ms = claim.timestamp_ms;
+                rec.registrant_ip = cmd.client_ip.clone();
             }
             t.expiry.remove((rec.expires_at_ms, addr))?;
             rec.expires_at_ms = expires;
             rec.last_seen_ms = now;
-            rec.registrant_ip = cmd.client_ip.clone();
             (rec, false)
         }
         None => {
@@ -191,23 +229,34 @@ fn register(t: &mut Tables<'_>, cmd: &RegisterCmd, now: u64, events: &mut Vec<Pe
     Ok(Registered { created, peer })
 }
 
-fn remove(t: &mut Tables<'_>, cmd: &RemoveCmd, now: u64, events: &mut Vec<PeerEvent>) -> Result<bool, Error> {
+fn remove(
+    t: &mut Tables<'_>,
+    cmd: &RemoveCmd,
+    now: u64,
+    window: u64,
+    events: &mut Vec<PeerEvent>,
+) -> Result<bool, Error> {
     let addr = cmd.address.as_str();
     let Some(rec) = t.get(addr)? else { return Ok(false) };
     if !lease::is_live(rec.expires_at_ms, now) {
-        t.delete(addr, &rec)?;
-        events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+        expire(t, addr, &rec, now, window, events)?;
         return Ok(false);
     }
-    let attempt =
-        RemoveAttempt { timestamp_ms: cmd.timestamp_ms, signature: &cmd.signature, client_ip: &cmd.client_ip };
+    let attempt = RemoveAttempt {
+        timestamp_ms: cmd.timestamp_ms,
+        verified_key: cmd.verified_key.as_deref(),
+        client_ip: &cmd.client_ip,
+    };
     auth::may_remove(&rec.owner(), &attempt, addr)?;
     t.delete(addr, &rec)?;
+    let last = rec.last_signed_ts_ms.max(cmd.timestamp_ms);
+    t.tombstone(addr, &rec, last, last.saturating_add(window))?;
     events.push(event(PeerEventKind::Left, rec.to_peer(addr), now));
     Ok(true)
 }
 
-fn purge(t: &mut Tables<'_>, max: usize, now: u64, events: &mut Vec<PeerEvent>) -> Result<usize, Error> {
+fn purge(t: &mut Tables<'_>, max: usize, now: u64, window: u64, events: &mut Vec<PeerEvent>) -> Result<usize, Error> {
+    t.purge_tombstones(now, max)?;
     let expired: Vec<String> = {
         let mut out = Vec::new();
         for entry in t.expiry.range::<(u64, &str)>(..(now.saturating_add(1), ""))?.take(max) {
@@ -221,8 +270,7 @@ fn purge(t: &mut Tables<'_>, max: usize, now: u64, events: &mut Vec<PeerEvent>) 
     };
     for addr in &expired {
         if let Some(rec) = t.get(addr)? {
-            t.delete(addr, &rec)?;
-            events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+            expire(t, addr, &rec, now, window, events)?;
         }
     }
     Ok(expired.len())
