@@ -155,3 +155,73 @@ async fn every_acknowledged_registration_survives_kill_9() {
         assert!(stored.contains(a), "acknowledged {a} lost by kill -9");
     }
 }
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process alive");
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_servers_neither_spin_nor_stay_down() {
+    for server in ["bootstrap-svc", "node-svc"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = addr_file(dir.path(), server);
+        // A low descriptor limit, set by the shell that then becomes the server.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+            .arg(binary(server))
+            .args(["--listen", "127.0.0.1:0", "--addr-file"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
+        let proc = spawn(&mut cmd);
+        let addr = bound_addr(&file).await;
+        let pid = proc.0.id();
+        // Far more connections than descriptors: the server runs out.
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            // Once the listen backlog is full too, a connect just hangs: stop there.
+            match tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => held.push(s),
+                _ => break,
+            }
+        }
+        assert!(held.len() > 64, "only {} connections: the descriptor limit was not reached", held.len());
+        // Out of descriptors, accept fails at once, every time; the old
+        // accept loop retried immediately and burned a whole core. Over a
+        // 2-second window the server must stay mostly idle.
+        let before = cpu_ticks(pid);
+        let window = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = cpu_ticks(pid) - before;
+        let ticks_per_sec = 100; // USER_HZ on Linux
+        let busy = used as f64 / (window.elapsed().as_secs_f64() * ticks_per_sec as f64);
+        assert!(busy < 0.3, "{server} used {:.0}% of a core while out of descriptors", busy * 100.0);
+        // The clients go away; the server serves again without a restart.
+        drop(held);
+        let freed = std::time::Instant::now();
+        let endpoint = format!("http://{addr}");
+        eventually(Duration::from_secs(30), &format!("{server} serves again"), || {
+            let endpoint = endpoint.clone();
+            async move {
+                let channel = p2p_proto::dial::DialSettings::new(Duration::from_secs(1), Duration::from_secs(2))
+                    .connect(&endpoint)
+                    .await
+                    .ok()?;
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()
+            }
+        })
+        .await;
+        eprintln!(
+            "{server}: busy {:.1}% of a core at the fd limit; serving again {} ms after the clients left",
+            busy * 100.0,
+            freed.elapsed().as_millis()
+        );
+    }
+}
