@@ -27,6 +27,10 @@ pub enum Error {
     /// The server is shutting down.
     #[error("the bootstrap server is shutting down; retry against another one")]
     ShuttingDown,
+    /// The store failed earlier (a full disk) and is being reopened; the
+    /// request was not applied. Retry shortly, or against another server.
+    #[error("{0}")]
+    StoreDown(String),
     /// The registry store failed; the request was not applied. The cause
     /// is the source.
     #[error("storage error: {0}")]
@@ -74,7 +78,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::StoreDown(_) => Code::Unavailable,
             Error::Storage(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -41,6 +41,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 
     let (reporter, health) = p2p_proto::serving::health();
     reporter.set_serving::<BootstrapServer<BootstrapService>>().await;
+    let health_task = tokio::spawn(p2p_proto::serving::follow_health(
+        reporter,
+        <BootstrapServer<BootstrapService> as tonic::server::NamedService>::NAME,
+        registry.serving(),
+        shutdown.child_token(),
+    ));
     let (reflection_v1, reflection_v1alpha) =
         p2p_proto::serving::reflection().map_err(|e| Error::storage_msg(format!("reflection: {e}")))?;
 
@@ -60,6 +66,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 
     shutdown.cancel();
     let _ = purge.await;
+    let _ = health_task.await;
     registry.close().await;
     tracing::info!("bootstrap registry stopped");
     served.map_err(|e| Error::storage_msg(format!("server failed: {e}")))

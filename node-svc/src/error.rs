@@ -59,6 +59,7 @@ impl From<Error> for Status {
             Error::WrongNetwork { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PeerUnavailable { .. } => Code::Unavailable,
             Error::Storage(StoreError::WrongNetwork { .. }) => Code::FailedPrecondition,
+            Error::Storage(StoreError::Down) => Code::Unavailable,
             Error::Storage(_) | Error::Internal(_) => Code::Internal,
             Error::ShuttingDown => Code::Unavailable,
         };

@@ -107,6 +107,12 @@ pub async fn spawn(
     ];
     let (reporter, health) = p2p_proto::serving::health();
     reporter.set_serving::<NodeServer<NodeService>>().await;
+    let health_task = tokio::spawn(p2p_proto::serving::follow_health(
+        reporter,
+        <NodeServer<NodeService> as tonic::server::NamedService>::NAME,
+        node.chain().serving(),
+        shutdown.clone(),
+    ));
     let (reflection_v1, reflection_v1alpha) =
         p2p_proto::serving::reflection().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     // Nothing larger than a valid block (and its envelope) is ever decoded.
@@ -131,6 +137,7 @@ pub async fn spawn(
         for t in background {
             let _ = t.await;
         }
+        let _ = health_task.await;
         task_node.tasks().close();
         task_node.tasks().wait().await;
         tracing::info!(node_id = task_node.node_id(), "node stopped");

@@ -13,6 +13,7 @@
 //! - [`signing`]: signed Register / Remove payloads and node ids.
 //! - [`serving`]: what both servers serve besides their own service
 //!   (reflection, health) and how their binaries start and stop.
+//! - [`storage`]: a redb database that reports failures and is reopened.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 
 pub mod address;
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod limits;
 pub mod serving;
 pub mod signing;
+pub mod storage;
 pub mod work;
 
 /// `p2p.bootstrap.v1`: the registry service.

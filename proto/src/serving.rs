@@ -31,6 +31,27 @@ pub fn health()
     tonic_health::server::health_reporter()
 }
 
+/// Keeps grpc.health in step with `serving` (the state of the storage
+/// under `service`): NOT_SERVING, for the service and the server as a whole
+/// (""), while it is false. Ends with `shutdown`.
+pub async fn follow_health(
+    reporter: HealthReporter,
+    service: &'static str,
+    mut serving: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    loop {
+        let status = if *serving.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        reporter.set_service_status(service, status).await;
+        reporter.set_service_status("", status).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = serving.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`);
 /// `json` selects one JSON object per line for log shippers.
 pub fn init_tracing(json: bool) {

@@ -59,6 +59,10 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
     /// Removes a registration; `Ok(false)` when there was none to remove.
     async fn remove(&self, cmd: RemoveCmd) -> Result<bool, Error>;
 
+    /// True while the store can serve; false from a storage failure until
+    /// it has recovered (the server reports NOT_SERVING meanwhile).
+    fn serving(&self) -> tokio::sync::watch::Receiver<bool>;
+
     /// This registry's id (fixed at creation), which signed payloads name.
     fn registry_id(&self) -> p2p_proto::signing::RegistryId;
 

@@ -72,6 +72,7 @@ pub struct ChainHandle {
     events: broadcast::Sender<ChainEvent>,
     orphans: Arc<AtomicUsize>,
     genesis_hash: Hash,
+    serving: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ChainHandle {
@@ -82,19 +83,30 @@ impl ChainHandle {
         let reader = chain.reader();
         let genesis_hash = chain.genesis().hash;
         let orphans = Arc::new(AtomicUsize::new(0));
+        let serving = chain.serving();
         let (count, publish) = (orphans.clone(), events.clone());
         let thread = std::thread::Builder::new()
             .name("chain".into())
             .spawn(move || {
                 while let Some(cmd) = rx.blocking_recv() {
+                    // After a storage failure every command first tries to
+                    // reopen the store (the heartbeat sends one each round).
+                    chain.recover_storage();
                     let (blocks, origin, reply) = match cmd {
                         Cmd::Accept { blocks, origin, reply } => (blocks, origin, reply),
                         Cmd::Prune { depth, reply } => {
-                            let _ = reply.send(chain.prune_side_branches(depth));
+                            let pruned = chain.prune_side_branches(depth);
+                            if let Err(e) = &pruned {
+                                chain.storage_failed(e);
+                            }
+                            let _ = reply.send(pruned);
                             continue;
                         }
                     };
                     let result = chain.accept_batch(blocks, clock.now_unix_ms());
+                    if let Err(e) = &result {
+                        chain.storage_failed(e);
+                    }
                     count.store(chain.orphan_count(), Ordering::Relaxed);
                     let result = result.map(|applied| {
                         let Applied { verdicts, new_tip, reorgs } = applied;
@@ -111,7 +123,7 @@ impl ChainHandle {
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start chain thread: {e}")))?;
-        Ok((ChainHandle { tx, reader, events, orphans, genesis_hash }, thread))
+        Ok((ChainHandle { tx, reader, events, orphans, genesis_hash, serving }, thread))
     }
 
     /// Offers blocks in order; one verdict each (plus connected orphans).
@@ -132,6 +144,12 @@ impl ChainHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Cmd::Prune { depth, reply }).await.map_err(|_| Error::ShuttingDown)?;
         Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
+    }
+
+    /// True while the store serves; false from a storage failure until it
+    /// has been reopened.
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving.clone()
     }
 
     /// Events of every commit from now on.

@@ -31,8 +31,12 @@ pub use early::MAX_EARLY;
 use fork_choice::{Candidate, Choice, MainHead};
 pub use orphans::MAX_ORPHANS;
 use orphans::OrphanPool;
+use p2p_proto::storage::RedbCell;
 pub use params::NetworkParams;
 use store::{BLOCKS, MAIN, TIP, Tables, decode, encode};
+
+/// Key of the `meta` table a recovery probe writes.
+const PROBE: &str = "probe";
 pub use store::{ChainReader, StoreError, Tip};
 pub use validate::BlockError;
 
@@ -90,7 +94,7 @@ pub struct Applied {
 /// The writable chain: owned by one thread (the chain actor).
 #[derive(Debug)]
 pub struct Chain {
-    db: Arc<Database>,
+    cell: Arc<RedbCell>,
     params: NetworkParams,
     genesis: Block,
     orphans: OrphanPool,
@@ -101,7 +105,7 @@ impl Chain {
     /// Opens the store at `path`, creating genesis on first use, refusing
     /// another network's data, and re-validating the stored main chain.
     pub fn open(path: &Path, params: NetworkParams) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Database::create(path)?;
         let genesis = params.genesis();
         {
             let mut tx = db.begin_write()?;
@@ -133,13 +137,45 @@ impl Chain {
             }
             tx.commit()?;
         }
-        let chain = Chain { db, params, genesis, orphans: OrphanPool::default(), early: EarlyPool::default() };
+        let cell = Arc::new(RedbCell::new("chain", path, db));
+        let chain = Chain { cell, params, genesis, orphans: OrphanPool::default(), early: EarlyPool::default() };
         chain.validate_main_chain()?;
         Ok(chain)
     }
 
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.cell.get().ok_or(StoreError::Down)
+    }
+
+    /// True while the store serves (what grpc.health follows).
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.cell.subscribe()
+    }
+
+    /// Marks the store failed after an I/O error so it can be reopened.
+    pub fn storage_failed(&self, cause: &StoreError) {
+        if matches!(cause, StoreError::Db(_)) {
+            self.cell.fail(cause);
+        }
+    }
+
+    /// When the store is down, reopens it and proves it commits; true when
+    /// it serves.
+    pub fn recover_storage(&self) -> bool {
+        self.cell.try_recover(|db| {
+            let probe = || -> Result<(), StoreError> {
+                let mut tx = db.begin_write()?;
+                tx.set_quick_repair(true);
+                tx.open_table(store::META)?.insert(PROBE, p2p_proto::unix_ms_now().to_be_bytes().as_slice())?;
+                tx.commit()?;
+                Ok(())
+            };
+            probe().map_err(|e| e.to_string())
+        })
+    }
+
     pub fn reader(&self) -> ChainReader {
-        ChainReader { db: self.db.clone() }
+        ChainReader { cell: self.cell.clone() }
     }
 
     pub fn params(&self) -> &NetworkParams {
@@ -161,7 +197,7 @@ impl Chain {
 
     /// Re-checks every main-chain block read back from disk.
     fn validate_main_chain(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let main = tx.open_table(MAIN)?;
         let blocks = tx.open_table(BLOCKS)?;
         let mut parent: Option<Block> = None;
@@ -212,14 +248,14 @@ impl Chain {
         if due.is_empty() && blocks.is_empty() {
             return Ok(Applied::default());
         }
-        let mut tx = match self.db.begin_write() {
+        let mut tx = match self.db().and_then(|db| Ok(db.begin_write()?)) {
             Ok(tx) => tx,
             Err(e) => {
                 // Nothing was applied: the due blocks wait for the next try.
                 for b in due {
                     self.early.insert(b);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         due.extend(blocks);
@@ -335,7 +371,7 @@ impl Chain {
     pub fn prune_side_branches(&mut self, depth: u64) -> Result<usize, StoreError> {
         let tip_height = self.reader().tip()?.height;
         let Some(cutoff) = tip_height.checked_sub(depth) else { return Ok(0) };
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let side = tx.open_table(store::SIDE)?;
         if side.range((0u64, [].as_slice())..(cutoff, [].as_slice()))?.next().is_none() {
             return Ok(0);
@@ -350,7 +386,7 @@ impl Chain {
             .collect::<Result<_, StoreError>>()?;
         drop(side);
         drop(tx);
-        let mut tx = self.db.begin_write()?;
+        let mut tx = self.db()?.begin_write()?;
         tx.set_quick_repair(true);
         let mut deleted = std::collections::HashSet::new();
         {

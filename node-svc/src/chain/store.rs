@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use p2p_proto::storage::RedbCell;
 use prost::Message;
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::block::{Block, Hash};
 use super::validate::BlockError;
@@ -43,6 +44,10 @@ pub enum StoreError {
     WrongNetwork { found: String, found_genesis: String, want: String, want_genesis: String },
     #[error("the stored chain is invalid at height {height}: {error}")]
     Corrupt { height: u64, error: BlockError },
+    /// An earlier I/O error (a full disk) closed the store; it is reopened
+    /// in the background.
+    #[error("chain store: storage failed (is the disk full?) and is being reopened; retry shortly")]
+    Down,
 }
 
 macro_rules! db_from {
@@ -92,12 +97,12 @@ pub(super) fn hash_of(bytes: &[u8]) -> Result<Hash, StoreError> {
 /// (redb readers see the last committed state).
 #[derive(Debug, Clone)]
 pub struct ChainReader {
-    pub(super) db: Arc<Database>,
+    pub(super) cell: Arc<RedbCell>,
 }
 
 impl ChainReader {
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
+        Ok(self.cell.get().ok_or(StoreError::Down)?.begin_read()?)
     }
 
     pub fn tip(&self) -> Result<Tip, StoreError> {

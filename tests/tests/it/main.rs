@@ -9,3 +9,4 @@ mod hostile;
 mod node;
 mod processes;
 mod python;
+mod storage;

@@ -16,8 +16,9 @@ use ::redb::{Database, ReadableTable};
 use p2p_proto::bootstrap::{Peer, PeerEvent};
 use p2p_proto::clock::Clock;
 use p2p_proto::signing::RegistryId;
+use p2p_proto::storage::RedbCell;
 use rand::seq::{SliceRandom, index};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use self::tables::{EXPIRY, INFO, META, PEERS, REGISTRY_ID, SLOTS, TOMB_EXPIRY, TOMBSTONES, decode, read_count};
 use self::writer::{MAX_BATCH, WriteOp};
@@ -25,10 +26,49 @@ use super::{Page, PeerStore, RegisterCmd, Registered, RemoveCmd};
 use crate::error::Error;
 use crate::lease;
 
+/// The registry database, reopened after a failure.
+#[derive(Debug)]
+pub(super) struct DbSlot(RedbCell);
+
+impl DbSlot {
+    pub(super) fn get(&self) -> Result<Arc<Database>, Error> {
+        self.0.get().ok_or_else(|| {
+            Error::StoreDown(
+                "the registry's storage failed (is the disk full?) and is being reopened; retry shortly".into(),
+            )
+        })
+    }
+
+    pub(super) fn fail(&self, cause: &Error) {
+        self.0.fail(cause);
+    }
+
+    /// Reopens the database and proves it can commit again.
+    pub(super) fn try_recover(&self) -> bool {
+        self.0.try_recover(|db| {
+            let probe = || -> Result<(), Error> {
+                let mut tx = db.begin_write()?;
+                tx.set_quick_repair(true);
+                tx.open_table(META)?.insert(PROBE, crate::clock::system().now_unix_ms())?;
+                tx.commit()?;
+                Ok(())
+            };
+            probe().map_err(|e| e.to_string())
+        })
+    }
+
+    pub(super) fn is_healthy(&self) -> bool {
+        self.0.is_healthy()
+    }
+}
+
+/// Key of the `meta` table a recovery probe writes.
+const PROBE: &str = "probe";
+
 /// The redb store. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     /// `None` once closed.
     writes: std::sync::Mutex<Option<mpsc::Sender<WriteOp>>>,
     events: broadcast::Sender<PeerEvent>,
@@ -42,7 +82,7 @@ impl RedbStore {
     /// thread. `replay_window_ms` is how long a removed or expired signed
     /// registration keeps its replay floor (the signature freshness window).
     pub fn open(path: &Path, clock: Arc<dyn Clock>, event_buffer: usize, replay_window_ms: u64) -> Result<Self, Error> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Database::create(path)?;
         let registry_id = {
             // Create the tables up front so readers never see them missing.
             let mut tx = db.begin_write()?;
@@ -69,6 +109,7 @@ impl RedbStore {
             tx.commit()?;
             id
         };
+        let db = Arc::new(DbSlot(RedbCell::new("registry", path, db)));
         let (events, _) = broadcast::channel(event_buffer.max(1));
         let (writes, rx) = mpsc::channel(4 * MAX_BATCH);
         let writer = {
@@ -116,8 +157,12 @@ impl PeerStore for RedbStore {
         self.registry_id
     }
 
+    fn serving(&self) -> watch::Receiver<bool> {
+        self.db.0.subscribe()
+    }
+
     async fn owner_key(&self, address: &str) -> Result<Option<Vec<u8>>, Error> {
-        let (db, address, now) = (self.db.clone(), address.to_string(), self.now_ms());
+        let (db, address, now) = (self.db.get()?, address.to_string(), self.now_ms());
         blocking(move || {
             let tx = db.begin_read()?;
             let peers = tx.open_table(PEERS)?;
@@ -134,7 +179,7 @@ impl PeerStore for RedbStore {
 
     /// Registrations held, including expired ones not yet purged.
     async fn count(&self) -> Result<u64, Error> {
-        let db = self.db.clone();
+        let db = self.db.get()?;
         blocking(move || {
             let tx = db.begin_read()?;
             read_count(&tx.open_table(META)?)
@@ -145,7 +190,7 @@ impl PeerStore for RedbStore {
     /// Up to `limit` live peers with addresses after `after`, in address order.
     /// Scans a bounded number of entries, so a page never walks the registry.
     async fn page(&self, after: Option<String>, limit: usize, exclude: Option<String>) -> Result<Page, Error> {
-        let (db, now) = (self.db.clone(), self.now_ms());
+        let (db, now) = (self.db.get()?, self.now_ms());
         blocking(move || {
             let tx = db.begin_read()?;
             let peers = tx.open_table(PEERS)?;
@@ -179,7 +224,7 @@ impl PeerStore for RedbStore {
     /// A uniform random sample of up to `limit` live peers, without
     /// duplicates, found by picking random slots: O(limit log n).
     async fn sample(&self, limit: usize, exclude: Option<String>) -> Result<(Vec<Peer>, u64), Error> {
-        let (db, now) = (self.db.clone(), self.now_ms());
+        let (db, now) = (self.db.get()?, self.now_ms());
         blocking(move || {
             let tx = db.begin_read()?;
             let peers = tx.open_table(PEERS)?;

@@ -4,12 +4,14 @@
 //! after the commit is durable.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ::redb::{Database, ReadableTable};
 use p2p_proto::bootstrap::{Peer, PeerEvent, PeerEventKind};
 use p2p_proto::clock::Clock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::DbSlot;
 use super::tables::{PeerRecord, Tables};
 use crate::auth::{self, RemoveAttempt};
 use crate::error::Error;
@@ -18,6 +20,12 @@ use crate::store::{RegisterCmd, Registered, RemoveCmd};
 
 /// Most operations folded into one write transaction (one fsync).
 pub(super) const MAX_BATCH: usize = 1024;
+/// How often a failed store is reopened.
+const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
+
+fn down() -> Error {
+    Error::StoreDown("the registry's storage failed (is the disk full?) and is being reopened; retry shortly".into())
+}
 
 pub(super) enum WriteOp {
     Register(RegisterCmd, oneshot::Sender<Result<Registered, Error>>),
@@ -27,13 +35,48 @@ pub(super) enum WriteOp {
 
 /// Runs until every sender is gone.
 pub(super) fn run(
-    db: Arc<Database>,
+    slot: Arc<DbSlot>,
     mut rx: mpsc::Receiver<WriteOp>,
     events: broadcast::Sender<PeerEvent>,
     clock: Arc<dyn Clock>,
     replay_window_ms: u64,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        let first = if slot.is_healthy() {
+            match rx.blocking_recv() {
+                Some(op) => op,
+                None => break,
+            }
+        } else {
+            // Failed: try to reopen every so often, answering whatever
+            // arrives meanwhile at once instead of queueing it.
+            if slot.try_recover() {
+                continue;
+            }
+            let deadline = std::time::Instant::now() + RECOVERY_INTERVAL;
+            let mut closed = false;
+            while std::time::Instant::now() < deadline {
+                match rx.try_recv() {
+                    Ok(op) => reply_with_failure(op, &down())(None),
+                    Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+            continue;
+        };
+        let db = match slot.get() {
+            Ok(db) => db,
+            Err(e) => {
+                reply_with_failure(first, &e)(None);
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -43,9 +86,13 @@ pub(super) fn run(
         }
         let ops = batch.len();
         let (replies, outcome) = apply_batch(&db, batch, clock.now_unix_ms(), replay_window_ms);
+        drop(db);
         match &outcome {
             Ok(_) => tracing::trace!(ops, "registry batch committed"),
-            Err(e) => tracing::error!(error = %e, ops, "registry batch failed; nothing in it was applied"),
+            Err(e) => {
+                tracing::error!(error = %e, ops, "registry batch failed; nothing in it was applied");
+                slot.fail(e);
+            }
         }
         // Replies go out only after the commit is durable.
         for reply in replies {
@@ -75,6 +122,7 @@ fn reply_with<T: Send + 'static>(tx: oneshot::Sender<Result<T, Error>>, result: 
 fn same_failure(e: &Error) -> Error {
     match e {
         Error::Storage(cause) => Error::Storage(cause.clone()),
+        Error::StoreDown(why) => Error::StoreDown(why.clone()),
         other => Error::storage_msg(other.to_string()),
     }
 }

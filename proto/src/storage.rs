@@ -1,0 +1,81 @@
+//! A redb database that can fail and come back: both services keep theirs
+//! in a [`RedbCell`]. After an I/O error (a full disk) redb refuses every
+//! further transaction until the file is closed and reopened, so the cell
+//! closes it (once the last reader lets go), reports the store down, and
+//! reopens it when asked, proving with a probe write that commits work again.
+//! Nothing acknowledged is lost: a failed commit applied nothing, and redb
+//! reopens to the last committed state.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use redb::Database;
+use tokio::sync::watch;
+
+/// The database of one service, or none while it is being reopened.
+#[derive(Debug)]
+pub struct RedbCell {
+    what: &'static str,
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
+    healthy: watch::Sender<bool>,
+}
+
+impl RedbCell {
+    /// `what` names the store in logs ("registry", "chain").
+    pub fn new(what: &'static str, path: &Path, db: Database) -> Self {
+        RedbCell {
+            what,
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(db))),
+            healthy: watch::Sender::new(true),
+        }
+    }
+
+    /// The open database; None while the store is down.
+    pub fn get(&self) -> Option<Arc<Database>> {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        *self.healthy.borrow()
+    }
+
+    /// True while the store serves; what grpc.health follows.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.healthy.subscribe()
+    }
+
+    /// Marks the store down after `cause` and lets go of the database so
+    /// it can be reopened.
+    pub fn fail(&self, cause: &dyn std::fmt::Display) {
+        if self.is_healthy() {
+            tracing::error!(store = self.what, error = %cause, path = %self.path.display(), "storage failed; NOT_SERVING until it can be reopened");
+        }
+        self.healthy.send_replace(false);
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Reopens the file and runs `probe` (a small write that must commit);
+    /// true when the store is back.
+    pub fn try_recover(&self, probe: impl FnOnce(&Database) -> Result<(), String>) -> bool {
+        if self.is_healthy() {
+            return true;
+        }
+        let reopened = match Database::create(&self.path) {
+            Ok(db) => db,
+            Err(e) => {
+                tracing::debug!(store = self.what, error = %e, "storage still failing");
+                return false;
+            }
+        };
+        if let Err(e) = probe(&reopened) {
+            tracing::debug!(store = self.what, error = %e, "storage reopened but cannot commit yet");
+            return false;
+        }
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(reopened));
+        self.healthy.send_replace(true);
+        tracing::info!(store = self.what, path = %self.path.display(), "storage recovered; SERVING");
+        true
+    }
+}
