@@ -269,7 +269,8 @@ impl Bootstrap for BootstrapService {
     }
 }
 
-fn decode_page_token(token: &str) -> Result<String, Error> {
+/// Parses a GetPeers page token (hex of the address to continue after).
+pub fn decode_page_token(token: &str) -> Result<String, Error> {
     let bad = || Error::invalid("page_token", "is not a token this server issued; pass next_page_token back unchanged");
     if token.len() > 2 * (MAX_ADDRESS_LEN + 2) {
         return Err(bad());

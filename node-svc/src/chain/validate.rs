@@ -64,7 +64,11 @@ pub fn check_child(block: &Block, parent: &Block) -> Result<(), BlockError> {
     if block.prev_hash != parent.hash {
         return Err(BlockError::BadLink { prev: hex::encode(block.prev_hash), parent: hex::encode(parent.hash) });
     }
-    let want = parent.index + 1;
+    // A parent at the last height has no valid child (found by fuzzing:
+    // `index + 1` overflowed).
+    let Some(want) = parent.index.checked_add(1) else {
+        return Err(BlockError::Malformed(format!("parent height {} has no successor", parent.index)));
+    };
     if block.index != want {
         return Err(BlockError::BadHeight { got: block.index, want, parent: parent.index });
     }
@@ -86,6 +90,18 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_parent_at_the_last_height_is_refused_not_overflowed() {
+        // Regression from fuzz/artifacts/block_validation (cargo fuzz, block_validation).
+        let p = params();
+        let chain = chain_of(&p, 1, NOW - 10_000);
+        let mut parent = chain[1].clone();
+        parent.index = u64::MAX;
+        let mut child = chain[1].clone();
+        child.prev_hash = parent.hash;
+        assert!(matches!(check_child(&child, &parent), Err(BlockError::Malformed(_))));
+    }
 
     #[test]
     fn a_mined_chain_is_valid() {

@@ -1,0 +1,68 @@
+//! Every Node request message, decoded from arbitrary bytes and turned into
+//! the node's domain types the way the service does: nothing may panic, and
+//! a block that converts must survive a round trip.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use node_svc::chain::{NetworkParams, validate};
+use node_svc::convert::{block_from_proto, block_to_proto};
+use p2p_proto::node::{
+    Block, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, MineBlockRequest, PingRequest,
+    SendBlockRequest,
+};
+use prost::Message;
+
+fn check_block(pb: Block, params: &NetworkParams) {
+    if let Ok(b) = block_from_proto(pb) {
+        assert_eq!(block_from_proto(block_to_proto(&b)).ok().as_ref(), Some(&b));
+        let _ = validate::check_standalone(&b, params, 1_800_000_000_000);
+    }
+}
+
+fn check_sender(address: &str) {
+    let _ = p2p_proto::address::canonicalize(address);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&kind, bytes)) = data.split_first() else { return };
+    let params = NetworkParams { difficulty_bits: 1, ..NetworkParams::devnet() };
+    match kind % 6 {
+        0 => {
+            if let Ok(r) = SendBlockRequest::decode(bytes) {
+                if let Some(b) = r.block {
+                    check_block(b, &params);
+                }
+                if let Some(s) = r.sender {
+                    check_sender(&s.address);
+                }
+            }
+        }
+        1 => {
+            if let Ok(b) = Block::decode(bytes) {
+                check_block(b, &params);
+            }
+        }
+        2 => {
+            if let Ok(r) = GetBlocksRequest::decode(bytes) {
+                for h in &r.locator {
+                    let _ = validate::hash_field("locator", h);
+                }
+            }
+        }
+        3 => {
+            if let Ok(r) = PingRequest::decode(bytes) {
+                let _ = p2p_proto::work::from_bytes(&r.cumulative_work);
+                if let Some(s) = r.sender {
+                    check_sender(&s.address);
+                }
+            }
+        }
+        4 => {
+            let _ = MineBlockRequest::decode(bytes);
+            let _ = GetPeersRequest::decode(bytes);
+        }
+        _ => {
+            let _ = BroadcastBlockchainResponse::decode(bytes);
+        }
+    }
+});
