@@ -68,6 +68,29 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// The wave-1 attacks against a running node process (huge
+    /// BroadcastBlockchain messages, unread GetBlocks streams), with its
+    /// memory read from /proc/PID/status after each.
+    Hostile {
+        /// The node to attack (host:port).
+        #[arg(long)]
+        node: String,
+        /// Its process id, to read its memory.
+        #[arg(long)]
+        pid: u32,
+        /// Messages in the BroadcastBlockchain stream.
+        #[arg(long, default_value_t = 500)]
+        messages: usize,
+        /// Bytes of data per message.
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        message_bytes: usize,
+        /// 60 KiB blocks mined before the GetBlocks attack.
+        #[arg(long, default_value_t = 100)]
+        blocks: usize,
+        /// Unread GetBlocks streams opened.
+        #[arg(long, default_value_t = 300)]
+        streams: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -82,6 +105,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Sync { blocks, difficulty_bits } => crate::bench_node::sync(blocks.max(1), difficulty_bits).await,
         BenchCmd::Propagation { nodes, blocks, difficulty_bits } => {
             crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits).await
+        }
+        BenchCmd::Hostile { node, pid, messages, message_bytes, blocks, streams } => {
+            crate::bench_hostile::run(&node, pid, messages, message_bytes, blocks, streams).await
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `p2pctl`: drive the bootstrap registry and chain nodes from a terminal.
 
 mod bench;
+mod bench_hostile;
 mod bench_node;
 mod bootstrap;
 mod connect;

@@ -126,7 +126,7 @@ impl NodeHandle {
             let done = item.is_none();
             if let Some(item) = item {
                 let checked = item
-                    .map_err(|s| Error::FailedPrecondition(format!("the block stream failed: {}", s.message())))
+                    .map_err(|s| stream_failed(&s, received))
                     .and_then(|pb| self.check_streamed(pb, received, last));
                 let b = match checked {
                     Ok(b) => b,
@@ -220,6 +220,18 @@ impl NodeHandle {
                 self.config().inbound_buffer_bytes
             ))
         })
+    }
+}
+
+/// A message of an upload that could not be read: too large to be a block
+/// (the decoding limit) is the sender's fault; anything else a broken stream.
+fn stream_failed(s: &tonic::Status, position: u64) -> Error {
+    match s.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => Error::invalid(
+            "block",
+            format!("message #{position} of the stream is larger than any valid block: {}", s.message()),
+        ),
+        _ => Error::FailedPrecondition(format!("the block stream failed: {}", s.message())),
     }
 }
 

@@ -303,6 +303,11 @@ async fn uploads_are_checked_on_arrival_and_bounded_in_bytes_and_time() {
     let huge = PbBlock { data: vec![0; 1024 * 1024], ..Default::default() };
     let err = c.send_block(SendBlockRequest { block: Some(huge), sender: None }).await.unwrap_err();
     assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Internal), "{err:?}");
+    // So is an upload of such messages, at the first one.
+    let huge = PbBlock { data: vec![0; 1024 * 1024], ..Default::default() };
+    let err = c.broadcast_blockchain(tokio_stream::iter(vec![huge; 3])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("larger than any valid block"), "{}", err.message());
     // A bad proof of work is refused at the first block, not after buffering.
     let params = test_network(BITS);
     let mut bad = block_to_proto(&chain_of(&params, 1, p2p_proto::unix_ms_now() - 60_000)[1]);
