@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use p2p_proto::node::SendBlockRequest;
-use p2p_proto::node::node_client::NodeClient;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
@@ -112,7 +111,7 @@ pub async fn relay(node: &NodeHandle, block: &Block, except: Option<&str>) {
             let req = req.clone();
             async move {
                 Stats::add(&node.counters().gossip_sent, 1);
-                let mut client = NodeClient::new(channel);
+                let mut client = node.peer_client(channel);
                 match tokio::time::timeout(timeout, client.send_block(req)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(status)) => {

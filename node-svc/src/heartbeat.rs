@@ -3,7 +3,6 @@
 //! handler for a peer's Ping. Every few rounds the loop also runs a peer
 //! exchange and saves the known-good peers.
 
-use p2p_proto::node::node_client::NodeClient;
 use p2p_proto::node::{PeerSource, PingRequest, PingResponse};
 
 use crate::convert;
@@ -31,7 +30,7 @@ impl NodeHandle {
             due.into_iter().filter_map(|addr| self.dialer().peer(&addr).map(|c| (addr, c))).map(|(addr, channel)| {
                 let req = req.clone();
                 async move {
-                    let mut client = NodeClient::new(channel);
+                    let mut client = self.peer_client(channel);
                     match tokio::time::timeout(timeout, client.ping(req)).await {
                         Ok(Ok(resp)) => {
                             let r = resp.into_inner();

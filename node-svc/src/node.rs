@@ -11,6 +11,7 @@ use ed25519_dalek::SigningKey;
 use p2p_proto::clock::Clock;
 use p2p_proto::limits::Slots;
 use p2p_proto::node::Sender;
+use p2p_proto::node::node_client::NodeClient;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
@@ -206,6 +207,13 @@ impl NodeHandle {
             tracing::debug!(claimed = %sender.address, ?remote, "sender claim does not match the connection; treated as anonymous");
             None
         }
+    }
+
+    /// A client for a peer's channel: answers larger than a valid block's
+    /// message are refused before they are decoded.
+    pub(crate) fn peer_client(&self, channel: tonic::transport::Channel) -> NodeClient<tonic::transport::Channel> {
+        let max = self.inner.config.network.max_message_bytes();
+        NodeClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
     /// How this node names itself in requests to peers.

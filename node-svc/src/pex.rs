@@ -1,7 +1,6 @@
 //! Peer exchange (CometBFT's PEX over `Node.GetPeers`): discovery that does
 //! not depend on the bootstrap, both asking and answering.
 
-use p2p_proto::node::node_client::NodeClient;
 use p2p_proto::node::{GetPeersRequest, PeerInfo, PeerSource, PeerState};
 
 use crate::convert;
@@ -15,7 +14,7 @@ impl NodeHandle {
     pub async fn exchange_peers(&self) {
         let Some(addr) = self.peers().random_active() else { return };
         let Some(channel) = self.dialer().peer(&addr) else { return };
-        let mut client = NodeClient::new(channel);
+        let mut client = self.peer_client(channel);
         match tokio::time::timeout(self.config().ping_timeout, client.get_peers(GetPeersRequest { limit: ASK })).await {
             Ok(Ok(resp)) => {
                 // Relay only what the other side has itself reached.
@@ -23,6 +22,7 @@ impl NodeHandle {
                     .into_inner()
                     .peers
                     .iter()
+                    .take(ASK as usize)
                     .filter(|p| p.state() == PeerState::Active)
                     .filter(|p| self.peers().learn(&p.address, PeerSource::PeerExchange, Some(&p.node_id)))
                     .count();

@@ -91,7 +91,7 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
         .ok_or_else(|| Error::PeerUnavailable { peer: address.into(), reason: "cannot be dialed".into() })?;
     let _bulk = node.bulk_imports().begin();
     let max_message = node.config().network.max_message_bytes();
-    let client = NodeClient::new(channel).max_decoding_message_size(max_message).max_encoding_message_size(max_message);
+    let client = node.peer_client(channel);
     let batch = node.config().sync_batch;
     let max_bytes = node.config().sync_batch_bytes.max(max_message as u64);
     let origin = Origin::Sync { from: address.to_string() };
