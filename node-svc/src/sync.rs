@@ -17,6 +17,8 @@ use crate::error::Error;
 use crate::metrics::Stats;
 use crate::node::NodeHandle;
 
+/// Times one sync looks for the fork point again before giving up.
+const MAX_RELOCATES: u32 = 3;
 /// Score a peer loses when its Ping claimed more work than it then served.
 const UNBACKED_CLAIM_PENALTY: i32 = -20;
 
@@ -98,6 +100,7 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
     let started = Instant::now();
     let mut total = 0u64;
     let mut held_back = false;
+    let mut relocated = 0;
     let before = node.chain().tip().await?;
     let claimed = node.peers().claimed_work(address);
     let locator_request = |locator: Vec<crate::chain::Hash>| GetBlocksRequest {
@@ -149,8 +152,18 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
             return Err(Error::PeerUnavailable { peer: address.into(), reason: "banned during the sync".into() });
         }
         if disconnected {
-            // The peer's chain changed under us: find the fork point again.
+            // The peer's chain changed under us: find the fork point again,
+            // a few times at most (a peer whose answers never connect to
+            // our chain would otherwise keep this loop going forever).
             pending.abort();
+            relocated += 1;
+            if relocated > MAX_RELOCATES {
+                node.misbehaved(Some(address), "its GetBlocks answers never connect to our chain");
+                return Err(Error::PeerUnavailable {
+                    peer: address.into(),
+                    reason: format!("its answers did not connect to our chain after {MAX_RELOCATES} tries"),
+                });
+            }
             let locator = node.chain().read(|r| r.locator()).await?;
             pending = fetch(locator_request(locator));
             continue;

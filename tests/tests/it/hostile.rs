@@ -499,3 +499,26 @@ async fn a_peer_whose_lease_expired_is_forgotten() {
     node.stop().await;
     bootstrap.stop().await;
 }
+
+#[tokio::test]
+async fn a_peer_whose_answers_never_connect_to_our_chain_ends_up_banned() {
+    let params = test_network(BITS);
+    // Blocks 5..=10 of a chain: their parents are never sent.
+    let chain = chain_of(&params, 10, p2p_proto::unix_ms_now() - 60_000);
+    let fake = fake_peer(Serve::Blocks(chain[5..].iter().map(block_to_proto).collect())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        c
+    })
+    .await;
+    // Each sync ends (the orphans come back as duplicates, or after three
+    // tries to find the fork point), and the work it claimed was never served.
+    eventually(WAIT, "the peer is banned", || async {
+        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
+    })
+    .await;
+    assert_eq!(node.height().await, 0);
+    node.stop().await;
+}
