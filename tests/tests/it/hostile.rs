@@ -522,3 +522,24 @@ async fn a_peer_whose_answers_never_connect_to_our_chain_ends_up_banned() {
     assert_eq!(node.height().await, 0);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_answer_beyond_the_bytes_asked_for_is_refused_and_penalised() {
+    // Three 60 KB blocks where the node asks for at most 100 KB.
+    let blocks: Vec<PbBlock> = big_blocks(3, 60 * 1024)[1..].iter().map(block_to_proto).collect();
+    let fake = fake_peer(Serve::Blocks(blocks)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        c.sync_batch_bytes = 100 * 1024;
+        c
+    })
+    .await;
+    eventually(WAIT, "the over-sized answer gets the peer banned", || async {
+        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
+    })
+    .await;
+    assert_eq!(node.height().await, 0, "nothing from a stream that broke its byte budget was committed");
+    node.stop().await;
+}
