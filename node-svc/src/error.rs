@@ -42,6 +42,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a peer's answer is its [`Error::WrongNetwork`] refusal (the
+    /// status this type maps it to), so the caller drops rather than retries.
+    pub(crate) fn is_wrong_network(status: &Status) -> bool {
+        status.code() == Code::FailedPrecondition && status.message().starts_with("different network:")
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
         Error::InvalidArgument { field, reason: reason.to_string() }
     }

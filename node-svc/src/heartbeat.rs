@@ -52,8 +52,7 @@ impl NodeHandle {
                             };
                             self.peers().alive(&addr, peer_tip, self.now_ms());
                         }
-                        Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition
-                            && status.message().starts_with("different network") => {
+                        Ok(Err(status)) if Error::is_wrong_network(&status) => {
                             tracing::warn!(peer = %addr, reason = %status.message(), "peer refused us: another network; dropped");
                             self.peers().forget(&addr);
                         }

@@ -9,8 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use redb::Database;
+use redb::{Database, TableDefinition};
 use tokio::sync::watch;
+
+/// A one-row table each recovery writes to, proving commits work again.
+const PROBE: TableDefinition<&str, u64> = TableDefinition::new("storage_probe");
 
 /// The database of one service, or none while it is being reopened.
 #[derive(Debug)]
@@ -56,9 +59,8 @@ impl RedbCell {
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// Reopens the file and runs `probe` (a small write that must commit);
-    /// true when the store is back.
-    pub fn try_recover(&self, probe: impl FnOnce(&Database) -> Result<(), String>) -> bool {
+    /// Reopens the file and commits a probe write; true when the store is back.
+    pub fn try_recover(&self) -> bool {
         if self.is_healthy() {
             return true;
         }
@@ -78,4 +80,15 @@ impl RedbCell {
         tracing::info!(store = self.what, path = %self.path.display(), "storage recovered; SERVING");
         true
     }
+}
+
+fn probe(db: &Database) -> Result<(), Box<redb::Error>> {
+    let mut tx = db.begin_write().map_err(|e| Box::new(e.into()))?;
+    tx.set_quick_repair(true);
+    {
+        let mut table = tx.open_table(PROBE).map_err(|e| Box::new(e.into()))?;
+        table.insert("last", crate::unix_ms_now()).map_err(|e| Box::new(e.into()))?;
+    }
+    tx.commit().map_err(|e| Box::new(e.into()))?;
+    Ok(())
 }

@@ -34,9 +34,6 @@ use orphans::OrphanPool;
 use p2p_proto::storage::RedbCell;
 pub use params::NetworkParams;
 use store::{BLOCKS, MAIN, TIP, Tables, decode, encode};
-
-/// Key of the `meta` table a recovery probe writes.
-const PROBE: &str = "probe";
 pub use store::{ChainReader, StoreError, Tip};
 pub use validate::BlockError;
 
@@ -162,16 +159,7 @@ impl Chain {
     /// When the store is down, reopens it and proves it commits; true when
     /// it serves.
     pub fn recover_storage(&self) -> bool {
-        self.cell.try_recover(|db| {
-            let probe = || -> Result<(), StoreError> {
-                let mut tx = db.begin_write()?;
-                tx.set_quick_repair(true);
-                tx.open_table(store::META)?.insert(PROBE, p2p_proto::unix_ms_now().to_be_bytes().as_slice())?;
-                tx.commit()?;
-                Ok(())
-            };
-            probe().map_err(|e| e.to_string())
-        })
+        self.cell.try_recover()
     }
 
     pub fn reader(&self) -> ChainReader {

@@ -26,17 +26,18 @@ use super::{Page, PeerStore, RegisterCmd, Registered, RemoveCmd};
 use crate::error::Error;
 use crate::lease;
 
+/// What a request gets while the store is down.
+pub(super) fn store_down() -> Error {
+    Error::StoreDown("the registry's storage failed (is the disk full?) and is being reopened; retry shortly".into())
+}
+
 /// The registry database, reopened after a failure.
 #[derive(Debug)]
 pub(super) struct DbSlot(RedbCell);
 
 impl DbSlot {
     pub(super) fn get(&self) -> Result<Arc<Database>, Error> {
-        self.0.get().ok_or_else(|| {
-            Error::StoreDown(
-                "the registry's storage failed (is the disk full?) and is being reopened; retry shortly".into(),
-            )
-        })
+        self.0.get().ok_or_else(store_down)
     }
 
     pub(super) fn fail(&self, cause: &Error) {
@@ -45,25 +46,13 @@ impl DbSlot {
 
     /// Reopens the database and proves it can commit again.
     pub(super) fn try_recover(&self) -> bool {
-        self.0.try_recover(|db| {
-            let probe = || -> Result<(), Error> {
-                let mut tx = db.begin_write()?;
-                tx.set_quick_repair(true);
-                tx.open_table(META)?.insert(PROBE, crate::clock::system().now_unix_ms())?;
-                tx.commit()?;
-                Ok(())
-            };
-            probe().map_err(|e| e.to_string())
-        })
+        self.0.try_recover()
     }
 
     pub(super) fn is_healthy(&self) -> bool {
         self.0.is_healthy()
     }
 }
-
-/// Key of the `meta` table a recovery probe writes.
-const PROBE: &str = "probe";
 
 /// The redb store. Cheap to share behind an `Arc`.
 #[derive(Debug)]

@@ -11,8 +11,8 @@ use p2p_proto::bootstrap::{Peer, PeerEvent, PeerEventKind};
 use p2p_proto::clock::Clock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::DbSlot;
 use super::tables::{PeerRecord, Tables};
+use super::{DbSlot, store_down};
 use crate::auth::{self, RemoveAttempt};
 use crate::error::Error;
 use crate::lease;
@@ -22,10 +22,6 @@ use crate::store::{RegisterCmd, Registered, RemoveCmd};
 pub(super) const MAX_BATCH: usize = 1024;
 /// How often a failed store is reopened.
 const RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
-
-fn down() -> Error {
-    Error::StoreDown("the registry's storage failed (is the disk full?) and is being reopened; retry shortly".into())
-}
 
 pub(super) enum WriteOp {
     Register(RegisterCmd, oneshot::Sender<Result<Registered, Error>>),
@@ -57,7 +53,7 @@ pub(super) fn run(
             let mut closed = false;
             while std::time::Instant::now() < deadline {
                 match rx.try_recv() {
-                    Ok(op) => reply_with_failure(op, &down())(None),
+                    Ok(op) => reply_with_failure(op, &store_down())(None),
                     Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(20)),
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         closed = true;
