@@ -116,6 +116,26 @@ fn peer_state(node: &TestNode, addr: &str) -> Option<PeerState> {
     node.node().peers().snapshot().into_iter().find(|p| p.address == addr).map(|p| p.state)
 }
 
+/// A node (in `dir`) whose one configured peer is `fake`; `tune` adjusts the rest.
+async fn node_peering_with(
+    dir: &tempfile::TempDir,
+    fake: &Fake,
+    tune: impl FnOnce(&mut node_svc::NodeConfig),
+) -> TestNode {
+    TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![fake.addr.clone()];
+        tune(&mut c);
+        c
+    })
+    .await
+}
+
+/// Waits until `node` has banned `addr`.
+async fn banned(node: &TestNode, addr: &str, what: &str) {
+    eventually(WAIT, what, || async { (peer_state(node, addr) == Some(PeerState::Banned)).then_some(()) }).await;
+}
+
 fn big_blocks(n: usize, data_bytes: usize) -> Vec<Block> {
     let params = test_network(BITS);
     extend_with(
@@ -136,16 +156,8 @@ async fn a_peer_that_serves_invalid_blocks_in_a_sync_is_banned_and_never_synced_
     blocks[1].nonce += 1;
     let fake = fake_peer(Serve::Blocks(blocks)).await;
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(|addr| {
-        let mut c = node_config(dir.path(), addr, None, BITS);
-        c.peers = vec![fake.addr.clone()];
-        c
-    })
-    .await;
-    eventually(WAIT, "the fake peer is banned", || async {
-        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
-    })
-    .await;
+    let node = node_peering_with(&dir, &fake, |_| {}).await;
+    banned(&node, &fake.addr, "the fake peer is banned").await;
     assert!(node.node().peers().is_banned(&fake.addr, node.node().now_ms()));
     assert_eq!(node.height().await, 0, "nothing from a batch that broke the rules is committed");
     // Its Ping claims far more work; the sync it asks for is refused.
@@ -166,17 +178,8 @@ async fn an_answer_beyond_the_count_asked_for_is_refused_and_penalised() {
         chain_of(&params, 30, p2p_proto::unix_ms_now() - 60_000)[1..].iter().map(block_to_proto).collect();
     let fake = fake_peer(Serve::Blocks(blocks)).await;
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(|addr| {
-        let mut c = node_config(dir.path(), addr, None, BITS);
-        c.peers = vec![fake.addr.clone()];
-        c.sync_batch = 10;
-        c
-    })
-    .await;
-    eventually(WAIT, "the over-long answer gets the peer banned", || async {
-        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
-    })
-    .await;
+    let node = node_peering_with(&dir, &fake, |c| c.sync_batch = 10).await;
+    banned(&node, &fake.addr, "the over-long answer gets the peer banned").await;
     assert_eq!(node.height().await, 0, "nothing from a stream that broke its limit was committed");
     assert!(node.node().stats().syncs_failed >= 2);
     node.stop().await;
@@ -186,13 +189,7 @@ async fn an_answer_beyond_the_count_asked_for_is_refused_and_penalised() {
 async fn a_silent_sync_peer_is_given_up_and_shutdown_does_not_wait_for_it() {
     let fake = fake_peer(Serve::Silent).await;
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(|addr| {
-        let mut c = node_config(dir.path(), addr, None, BITS);
-        c.peers = vec![fake.addr.clone()];
-        c.stream_idle_timeout = Duration::from_millis(300);
-        c
-    })
-    .await;
+    let node = node_peering_with(&dir, &fake, |c| c.stream_idle_timeout = Duration::from_millis(300)).await;
     // A second GetBlocks means the first sync gave up and released the sync task.
     eventually(WAIT, "the silent sync is given up and retried", || async {
         (fake.calls.load(Ordering::SeqCst) >= 2 && node.node().stats().syncs_failed >= 1).then_some(())
@@ -213,12 +210,7 @@ async fn a_slightly_early_block_from_a_sync_is_held_and_its_sender_not_penalised
     chain = node_svc::chain::testing::extend(&params, &chain, 1, now + 3 * 60_000, "early");
     let fake = fake_peer(Serve::Blocks(chain[1..].iter().map(block_to_proto).collect())).await;
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(|addr| {
-        let mut c = node_config(dir.path(), addr, None, BITS);
-        c.peers = vec![fake.addr.clone()];
-        c
-    })
-    .await;
+    let node = node_peering_with(&dir, &fake, |_| {}).await;
     eventually(WAIT, "the blocks before the early one are synced", || async {
         (node.height().await == 2).then_some(())
     })
@@ -507,18 +499,10 @@ async fn a_peer_whose_answers_never_connect_to_our_chain_ends_up_banned() {
     let chain = chain_of(&params, 10, p2p_proto::unix_ms_now() - 60_000);
     let fake = fake_peer(Serve::Blocks(chain[5..].iter().map(block_to_proto).collect())).await;
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(|addr| {
-        let mut c = node_config(dir.path(), addr, None, BITS);
-        c.peers = vec![fake.addr.clone()];
-        c
-    })
-    .await;
+    let node = node_peering_with(&dir, &fake, |_| {}).await;
     // Each sync ends (the orphans come back as duplicates, or after three
     // tries to find the fork point), and the work it claimed was never served.
-    eventually(WAIT, "the peer is banned", || async {
-        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
-    })
-    .await;
+    banned(&node, &fake.addr, "the peer is banned").await;
     assert_eq!(node.height().await, 0);
     node.stop().await;
 }
@@ -529,17 +513,8 @@ async fn an_answer_beyond_the_bytes_asked_for_is_refused_and_penalised() {
     let blocks: Vec<PbBlock> = big_blocks(3, 60 * 1024)[1..].iter().map(block_to_proto).collect();
     let fake = fake_peer(Serve::Blocks(blocks)).await;
     let dir = tempfile::tempdir().unwrap();
-    let node = TestNode::start(|addr| {
-        let mut c = node_config(dir.path(), addr, None, BITS);
-        c.peers = vec![fake.addr.clone()];
-        c.sync_batch_bytes = 100 * 1024;
-        c
-    })
-    .await;
-    eventually(WAIT, "the over-sized answer gets the peer banned", || async {
-        (peer_state(&node, &fake.addr) == Some(PeerState::Banned)).then_some(())
-    })
-    .await;
+    let node = node_peering_with(&dir, &fake, |c| c.sync_batch_bytes = 100 * 1024).await;
+    banned(&node, &fake.addr, "the over-sized answer gets the peer banned").await;
     assert_eq!(node.height().await, 0, "nothing from a stream that broke its byte budget was committed");
     node.stop().await;
 }
