@@ -2,7 +2,11 @@
 //! in a [`RedbCell`]. After an I/O error (a full disk) redb refuses every
 //! further transaction until the file is closed and reopened, so the cell
 //! closes it (once the last reader lets go), reports the store down, and
-//! reopens it when asked, proving with a probe write that commits work again.
+//! reopens it when asked, once the file system has [`RECOVERY_HEADROOM`] free
+//! (as Bitcoin Core refuses to run below a free-space floor) and a probe write
+//! proves that commits work again. Without the headroom rule a store on a full
+//! disk flaps: a tiny probe fits in pages redb freed, the store reports SERVING,
+//! and the next real write fails again.
 //! Nothing acknowledged is lost: a failed commit applied nothing, and redb
 //! reopens to the last committed state.
 
@@ -14,6 +18,9 @@ use tokio::sync::watch;
 
 /// A one-row table each recovery writes to, proving commits work again.
 const PROBE: TableDefinition<&str, u64> = TableDefinition::new("storage_probe");
+
+/// Free space the file system must have before a failed store is reopened.
+pub const RECOVERY_HEADROOM: u64 = 16 * 1024 * 1024;
 
 /// The database of one service, or none while it is being reopened.
 #[derive(Debug)]
@@ -64,6 +71,13 @@ impl RedbCell {
         if self.is_healthy() {
             return true;
         }
+        match free_bytes(&self.path) {
+            Some(free) if free < RECOVERY_HEADROOM => {
+                tracing::debug!(store = self.what, free, need = RECOVERY_HEADROOM, "storage still short of space");
+                return false;
+            }
+            _ => {}
+        }
         let reopened = match Database::create(&self.path) {
             Ok(db) => db,
             Err(e) => {
@@ -79,6 +93,23 @@ impl RedbCell {
         self.healthy.send_replace(true);
         tracing::info!(store = self.what, path = %self.path.display(), "storage recovered; SERVING");
         true
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding
+/// `path`; None where that cannot be read (then only the probe decides).
+fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let st = nix::sys::statvfs::statvfs(dir).ok()?;
+        #[allow(clippy::useless_conversion)] // the field widths differ between platforms
+        Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

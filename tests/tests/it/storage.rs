@@ -41,7 +41,9 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Fills the file system holding `path` with one file; returns it.
+/// Fills the file system holding `path` with one file; returns it. Its
+/// size is well above the stores' recovery headroom (16 MiB), so removing
+/// it is what lets them recover.
 fn fill(dir: &Path) -> PathBuf {
     let path = dir.join("filler");
     let mut f = std::fs::File::create(&path).unwrap();
@@ -63,7 +65,7 @@ async fn health(endpoint: &str) -> Option<ServingStatus> {
 #[tokio::test]
 async fn a_full_disk_makes_the_registry_not_serving_until_it_recovers_and_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_fs) = Tmpfs::mount(dir.path(), "4m") else { return };
+    let Some(_fs) = Tmpfs::mount(dir.path(), "32m") else { return };
     let mut cfg = bootstrap_svc::Config::new(dir.path().join("registry"));
     cfg.disable_rate_limits();
     let server = TestBootstrap::start(cfg).await;
@@ -129,7 +131,7 @@ async fn a_full_disk_makes_a_node_not_serving_until_it_recovers_and_no_accepted_
     use node_svc::chain::Origin;
     use node_svc::testkit::{TestNode, node_config, test_network};
     let dir = tempfile::tempdir().unwrap();
-    let Some(_fs) = Tmpfs::mount(dir.path(), "8m") else { return };
+    let Some(_fs) = Tmpfs::mount(dir.path(), "32m") else { return };
     let data = dir.path().join("node");
     let node = TestNode::start(|addr| node_config(&data, addr, None, 8)).await;
     let endpoint = node.endpoint();
