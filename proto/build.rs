@@ -4,7 +4,7 @@ use prost::Message;
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["p2p/bootstrap/v1/bootstrap.proto", "p2p/node/v1/node.proto"];
+    let files = ["p2p/bootstrap/v1/bootstrap.proto", "p2p/node/v1/node.proto", "p2p/admin/v1/admin.proto"];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

@@ -8,7 +8,10 @@
 //! - A live key-bound address can be refreshed only by a request signed by
 //!   that key with a timestamp newer than the last one accepted (so a
 //!   captured request cannot be replayed); unsigned registrations never take
-//!   it over. A key may claim an unsigned address ([`may_register`]).
+//!   it over. A key may claim an unsigned address from its registrant IP,
+//!   and any registration still pending verification: an unverified claim
+//!   holds nothing, since the verification decides who is at the address
+//!   ([`may_register`]).
 //! - A key-bound registration is removed only by a fresh, newer signature of
 //!   its key; an unsigned one only from the IP that registered it
 //!   ([`may_remove`]).
@@ -34,6 +37,8 @@ pub struct Owner<'a> {
     pub last_signed_ts_ms: u64,
     /// IP the registration came from.
     pub registrant_ip: &'a str,
+    /// Not verified yet: nobody has proven to control the address.
+    pub pending: bool,
 }
 
 /// A Remove as the rules see it.
@@ -155,13 +160,22 @@ pub fn verify_remove(
 /// Whether a Register with `claim` from `client_ip` may refresh or claim
 /// the live registration owned by `owner` at `address`. An unsigned
 /// registration belongs to the IP that made it: from anywhere else it can be
-/// neither refreshed nor claimed until its lease ends.
+/// neither refreshed nor claimed until its lease ends, unless it is still
+/// pending verification, when any key may claim it, as it may a pending
+/// registration of another key (so a squatter's unverified claim cannot
+/// keep a node from its own address).
 pub fn may_register(
     owner: &Owner<'_>,
     claim: Option<&SignedClaim>,
     client_ip: &str,
     address: &str,
 ) -> Result<(), Error> {
+    if owner.pending
+        && let Some(c) = claim
+        && c.public_key != owner.public_key
+    {
+        return Ok(());
+    }
     if owner.public_key.is_empty() {
         if client_ip != owner.registrant_ip {
             return Err(Error::PermissionDenied(format!(
@@ -181,7 +195,8 @@ pub fn may_register(
             Ok(())
         }
         Some(_) => Err(Error::PermissionDenied(format!(
-            "address {address} is registered by node {owner_id}; a different key cannot refresh or take it over"
+            "address {address} is registered by node {owner_id}, which proved it is there; a different key cannot \
+             refresh or take it over"
         ))),
         None => Err(Error::PermissionDenied(format!(
             "address {address} is registered by node {owner_id}; refresh it with a request signed by that key"

@@ -42,6 +42,21 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Source of time; tests substitute a manual clock.
     pub clock: Arc<dyn Clock>,
+    /// List a registration only after dialing its address: the TLS handshake
+    /// must prove the registering key's node id and GetStatus must answer as
+    /// a node of `network`. Off lists every registration at once (tests).
+    pub verify_registrations: bool,
+    /// The network whose nodes are listed (a node's `--network`).
+    pub network: String,
+    /// Verification dials in flight at once.
+    pub verify_concurrency: usize,
+    /// Verification dials to one IP per minute, whatever names or ports
+    /// point at it: the registry cannot be used to flood a host.
+    pub verify_per_host_per_minute: u32,
+    /// Deadline of one verification (resolve, connect, handshake, GetStatus).
+    pub verify_timeout: Duration,
+    /// Serve without TLS (local experiments only; loudly logged).
+    pub plaintext: bool,
 }
 
 impl Config {
@@ -72,6 +87,12 @@ impl Config {
             conn: p2p_proto::conn::ConnLimits::default(),
             max_request_bytes: 16 * 1024,
             clock: Arc::new(SystemClock),
+            verify_registrations: true,
+            network: "devnet".into(),
+            verify_concurrency: 32,
+            verify_per_host_per_minute: 30,
+            verify_timeout: Duration::from_secs(5),
+            plaintext: false,
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   need only the request, inside the store's write where they need the record.
 //! - [`store`]: the [`store::PeerStore`] trait and its redb implementation
 //!   (`store::redb`: tables, group-committing writer, paging and sampling).
+//! - [`verify`]: dialing pending registrations before they are listed.
 //! - [`lease`]: pure lease arithmetic.
 //! - [`config`], [`error`]; time comes from `p2p_proto::clock`.
 
@@ -22,6 +23,7 @@ pub mod lease;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod verify;
 
 /// Time as a dependency (shared with the node): tests use a manual clock.
 pub use p2p_proto::clock;

@@ -53,6 +53,22 @@ struct Args {
     /// Most concurrent WatchPeers streams of one client.
     #[arg(long, env = "BOOTSTRAP_MAX_WATCHERS_PER_CLIENT", default_value_t = 64)]
     max_watchers_per_client: usize,
+    /// List a registration only after dialing it: its TLS handshake must prove
+    /// the registering key's node id and it must answer as a node of --network.
+    #[arg(long, env = "BOOTSTRAP_VERIFY_REGISTRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    verify_registrations: bool,
+    /// The network whose nodes are listed (the nodes' --network).
+    #[arg(long, env = "BOOTSTRAP_NETWORK", default_value = "devnet")]
+    network: String,
+    /// Verification dials in flight at once.
+    #[arg(long, env = "BOOTSTRAP_VERIFY_CONCURRENCY", default_value_t = 32)]
+    verify_concurrency: usize,
+    /// Verification dials to one IP per minute (however many names and ports point at it).
+    #[arg(long, env = "BOOTSTRAP_VERIFY_PER_HOST_PER_MINUTE", default_value_t = 30)]
+    verify_per_host_per_minute: u32,
+    /// Serve without TLS (local experiments only): nothing is encrypted or authenticated.
+    #[arg(long, env = "P2P_PLAINTEXT")]
+    plaintext: bool,
     #[command(flatten)]
     conn: p2p_proto::conn::ConnArgs,
     /// Write the address actually listened on to this file once bound
@@ -94,6 +110,11 @@ async fn main() -> anyhow::Result<()> {
     config.max_watchers = args.max_watchers;
     config.max_watchers_per_client = args.max_watchers_per_client.max(1);
     config.conn = args.conn.limits();
+    config.verify_registrations = args.verify_registrations;
+    config.network = args.network;
+    config.verify_concurrency = args.verify_concurrency.max(1);
+    config.verify_per_host_per_minute = args.verify_per_host_per_minute;
+    config.plaintext = args.plaintext;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

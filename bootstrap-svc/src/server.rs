@@ -35,8 +35,28 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let local = listener.local_addr().map_err(Error::storage)?;
     tracing::info!(%local, path = %path.display(), registrations = count, open_ms = opened.elapsed().as_millis() as u64, "bootstrap registry serving");
 
+    // The bootstrap's own identity: its TLS certificate proves it, so a node
+    // that pins it (`--bootstrap ID@host:port`) cannot be fed a fake list.
+    let (key, _) = p2p_proto::identity::load_or_create(&config.data_dir.join("bootstrap.key"))
+        .map_err(|e| Error::storage_msg(e.to_string()))?;
+    let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
+    let (server_tls, client_tls) = if config.plaintext {
+        tracing::warn!(
+            "PLAINTEXT: connections are neither encrypted nor authenticated and registrations cannot be verified by identity; for local experiments only"
+        );
+        (None, p2p_proto::tls::ClientTls::Plaintext)
+    } else {
+        let identity = p2p_proto::tls::TlsIdentity::new(&key).map_err(|e| Error::storage_msg(e.to_string()))?;
+        p2p_proto::tls::write_cert_pem(&config.data_dir, &identity).map_err(|e| Error::storage_msg(e.to_string()))?;
+        (Some(identity.server_config()), p2p_proto::tls::ClientTls::Tls { identity: Some(identity) })
+    };
+    tracing::info!(%node_id, tls = !config.plaintext, verify_registrations = config.verify_registrations, network = %config.network, "bootstrap identity");
+
     let config = Arc::new(config);
-    let service = BootstrapService::new(registry.clone(), config.clone(), shutdown.child_token());
+    let service = BootstrapService::new(registry.clone(), config.clone(), &node_id, shutdown.child_token());
+    let verifier = config.verify_registrations.then(|| {
+        tokio::spawn(crate::verify::run(registry.clone(), config.clone(), client_tls, shutdown.child_token()))
+    });
     let purge = tokio::spawn(purge_loop(registry.clone(), service.clone(), config.clone(), shutdown.child_token()));
 
     let (reporter, health) = p2p_proto::serving::health();
@@ -51,7 +71,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         p2p_proto::serving::reflection().map_err(|e| Error::storage_msg(format!("reflection: {e}")))?;
 
     let close_all = CancellationToken::new();
-    let incoming = p2p_proto::conn::incoming(listener, config.conn, close_all.clone());
+    let incoming = p2p_proto::conn::incoming(listener, config.conn, server_tls, close_all.clone());
     let serve = config
         .conn
         .builder()
@@ -66,6 +86,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 
     shutdown.cancel();
     let _ = purge.await;
+    if let Some(v) = verifier {
+        let _ = v.await;
+    }
     let _ = health_task.await;
     registry.close().await;
     tracing::info!("bootstrap registry stopped");

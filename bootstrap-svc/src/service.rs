@@ -32,6 +32,8 @@ pub struct BootstrapService {
     config: Arc<Config>,
     limits: Arc<Limits>,
     watchers: Arc<Slots>,
+    /// This bootstrap's node id (what its TLS certificate proves).
+    node_id: Arc<str>,
     shutdown: CancellationToken,
 }
 
@@ -80,7 +82,7 @@ impl Limiter {
 }
 
 impl BootstrapService {
-    pub fn new(registry: Arc<dyn PeerStore>, config: Arc<Config>, shutdown: CancellationToken) -> Self {
+    pub fn new(registry: Arc<dyn PeerStore>, config: Arc<Config>, node_id: &str, shutdown: CancellationToken) -> Self {
         let limits = Arc::new(Limits {
             register: Limiter::new("Register", config.register_per_minute),
             remove: Limiter::new("Remove", config.remove_per_minute),
@@ -92,7 +94,7 @@ impl BootstrapService {
             config.max_watchers_per_client,
             config.conn.v6_prefix,
         );
-        BootstrapService { registry, config, limits, watchers, shutdown }
+        BootstrapService { registry, config, limits, watchers, node_id: node_id.into(), shutdown }
     }
 
     /// Forgets rate-limit state of clients that have been quiet for a while,
@@ -123,7 +125,7 @@ fn canonical_address(field: &'static str, input: &str) -> Result<String, Error> 
 }
 
 fn client_ip<T>(req: &Request<T>) -> Option<IpAddr> {
-    req.remote_addr().map(|a| a.ip())
+    p2p_proto::tls::ConnInfo::of(req).ip()
 }
 
 fn ip_label(ip: Option<IpAddr>) -> String {
@@ -156,15 +158,26 @@ impl Bootstrap for BootstrapService {
         let ttl = self.config.lease.grant(req.ttl_seconds);
         let out = self
             .registry
-            .register(RegisterCmd { address: address.clone(), claim, ttl_secs: ttl, client_ip: ip_label(ip) })
+            .register(RegisterCmd {
+                address: address.clone(),
+                claim,
+                ttl_secs: ttl,
+                client_ip: ip_label(ip),
+                verify: self.config.verify_registrations,
+            })
             .await?;
-        tracing::info!(peer = %address, created = out.created, ttl, node_id = %out.peer.node_id, "register");
+        tracing::info!(peer = %address, created = out.created, ttl, node_id = %out.peer.node_id, pending = out.peer.pending, "register");
         let verb = if out.created { "registered" } else { "refreshed" };
+        let pending = if out.peer.pending {
+            "; pending until this bootstrap has dialed it and it proved to be a node of this network"
+        } else {
+            ""
+        };
         Ok(Response::new(RegisterResponse {
             created: out.created,
             ttl_seconds: ttl,
             expires_at_unix_ms: out.peer.expires_at_unix_ms,
-            message: format!("{verb} {address} for {ttl}s"),
+            message: format!("{verb} {address} for {ttl}s{pending}"),
             peer: Some(out.peer),
         }))
     }
@@ -188,7 +201,7 @@ impl Bootstrap for BootstrapService {
             "" => None,
             t => Some(decode_page_token(t)?),
         };
-        let page = self.registry.page(after, limit, exclude).await?;
+        let page = self.registry.page(after, limit, exclude, req.include_pending).await?;
         Ok(Response::new(GetPeersResponse {
             peers: page.peers,
             next_page_token: page.next_after.map(|a| hex::encode(a.as_bytes())).unwrap_or_default(),
@@ -239,6 +252,9 @@ impl Bootstrap for BootstrapService {
             signature_window_ms: self.window_ms(),
             require_signatures: self.config.require_signatures,
             version: env!("CARGO_PKG_VERSION").into(),
+            node_id: self.node_id.to_string(),
+            verify_registrations: self.config.verify_registrations,
+            network: self.config.network.clone(),
         }))
     }
 

@@ -52,7 +52,8 @@ pub enum BenchCmd {
     /// N peers, and the same load against a no-op handler for comparison.
     Bootstrap {
         /// Bootstrap to measure; by default one is started in-process on a
-        /// temporary directory. A remote one needs --register-per-minute 0.
+        /// temporary directory. A remote one needs --register-per-minute 0
+        /// and --verify-registrations false (the addresses are made up).
         #[arg(long)]
         target: Option<String>,
         /// Peers to register before measuring.
@@ -75,6 +76,10 @@ pub enum BenchCmd {
         /// The node to attack (host:port).
         #[arg(long)]
         node: String,
+        /// Its admin API, to mine the chain the GetBlocks attack reads
+        /// (default: its host, port + 100).
+        #[arg(long)]
+        admin: Option<String>,
         /// Its process id, to read its memory.
         #[arg(long)]
         pid: u32,
@@ -106,8 +111,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Propagation { nodes, blocks, difficulty_bits } => {
             crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits).await
         }
-        BenchCmd::Hostile { node, pid, messages, message_bytes, blocks, streams } => {
-            crate::bench_hostile::run(&node, pid, messages, message_bytes, blocks, streams).await
+        BenchCmd::Hostile { node, admin, pid, messages, message_bytes, blocks, streams } => {
+            let admin = admin.unwrap_or_else(|| crate::node::default_admin(&node));
+            crate::bench_hostile::run(&node, &admin, pid, messages, message_bytes, blocks, streams).await
         }
     }
 }
@@ -197,6 +203,9 @@ async fn bootstrap(
             let mut config = bootstrap_svc::Config::new(dir.path());
             config.disable_rate_limits();
             config.lease.default_ttl_secs = 3600;
+            // The registered addresses are made up: measure the registry, not the verifier.
+            config.verify_registrations = false;
+            config.plaintext = crate::connect::is_plaintext();
             let (addr, stop) = spawn(|l, s| bootstrap_svc::run(l, config, s)).await?;
             _dir = dir;
             stops.push(stop);
@@ -216,10 +225,19 @@ async fn bootstrap(
         eprintln!("preloaded {} peers in {:.1}s ({:.0} registers/s)", pre.ok, pre.elapsed.as_secs_f64(), pre.rate());
     }
 
+    // The same transport as the registry (TLS unless --plaintext), so the
+    // difference is the registry's work.
+    let noop_tls = if crate::connect::is_plaintext() {
+        None
+    } else {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        Some(p2p_proto::tls::TlsIdentity::new(&key)?.server_config())
+    };
     let (noop_addr, noop_stop) = spawn(|l, s| async move {
+        let incoming = p2p_proto::conn::incoming(l, p2p_proto::conn::ConnLimits::default(), noop_tls, s.child_token());
         tonic::transport::Server::builder()
             .add_service(BootstrapServer::new(Noop))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), s.cancelled())
+            .serve_with_incoming_shutdown(incoming, s.cancelled())
             .await
     })
     .await?;

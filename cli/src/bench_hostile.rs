@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use p2p_proto::admin::MineBlockRequest;
 use p2p_proto::node::node_client::NodeClient;
-use p2p_proto::node::{Block, GetBlocksRequest, MineBlockRequest};
+use p2p_proto::node::{Block, GetBlocksRequest};
 use tonic::transport::Channel;
 
 use crate::connect;
@@ -38,9 +39,11 @@ fn row(table: &mut Table, what: &str, outcome: String, pid: u32, took: Duration)
     Ok(())
 }
 
-/// Runs the attacks against the node at `node` whose process id is `pid`.
+/// Runs the attacks against the node at `node` whose process id is `pid`
+/// (mining the chain it needs through the node's `admin` API).
 pub async fn run(
     node: &str,
+    admin: &str,
     pid: u32,
     messages: usize,
     message_bytes: usize,
@@ -72,9 +75,10 @@ pub async fn run(
     // 2. A chain of large blocks, then many GetBlocks streams nobody reads.
     let started = Instant::now();
     let mut mined = 0;
+    let mut miner = connect::admin(admin, None, None).await?;
     for i in 0..blocks {
         let data = vec![(i % 251) as u8; 60 * 1024];
-        if client.clone().mine_block(MineBlockRequest { data }).await.is_ok() {
+        if miner.mine_block(MineBlockRequest { data }).await.is_ok() {
             mined += 1;
         }
     }

@@ -91,6 +91,7 @@ fn bench_config(dir: &std::path::Path, addr: std::net::SocketAddr, bits: u32, pi
     config.network = network(bits);
     config.ping_interval = Duration::from_millis(ping_ms);
     config.ping_timeout = Duration::from_secs(2);
+    config.plaintext = crate::connect::is_plaintext();
     config
 }
 
@@ -130,7 +131,12 @@ pub async fn sync(blocks: usize, bits: u32) -> anyhow::Result<()> {
 
 /// Time for one block to reach all of N nodes, and the duplicate deliveries it cost.
 pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Result<()> {
-    let net = TestNet::launch(nodes, |dir, addr, bootstrap| {
+    let plaintext = crate::connect::is_plaintext();
+    let tweak = |c: &mut bootstrap_svc::Config| {
+        c.network = network(bits).name;
+        c.plaintext = plaintext;
+    };
+    let net = TestNet::launch_with(nodes, tweak, |dir, addr, bootstrap| {
         let mut c = bench_config(dir, addr, bits, 500);
         c.bootstrap = vec![bootstrap.to_string()];
         c

@@ -45,6 +45,9 @@ pub enum BootstrapCmd {
         /// Continue from a previous page's next_page_token.
         #[arg(long)]
         page_token: Option<String>,
+        /// Also list registrations the bootstrap has not verified yet.
+        #[arg(long, conflicts_with = "random")]
+        pending: bool,
     },
     /// Remove a registration.
     Remove {
@@ -92,7 +95,7 @@ pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::R
                 }
             }
         }
-        BootstrapCmd::Peers { limit, all, random, exclude, page_token } => {
+        BootstrapCmd::Peers { limit, all, random, exclude, page_token, pending } => {
             let mut token = page_token.unwrap_or_default();
             let mut peers = Vec::new();
             let (total, next) = loop {
@@ -102,6 +105,7 @@ pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::R
                         exclude_address: exclude.clone().unwrap_or_default(),
                         page_token: token.clone(),
                         random,
+                        include_pending: pending,
                     })
                     .await
                     .map_err(connect::status)?
@@ -118,11 +122,12 @@ pub async fn run(endpoint: &str, cmd: BootstrapCmd, json_out: bool) -> anyhow::R
                     "total": total, "next_page_token": next,
                 }));
             } else {
-                let mut t = Table::new(&["ADDRESS", "NODE ID", "REGISTERED", "LAST SEEN", "EXPIRES"]);
+                let mut t = Table::new(&["ADDRESS", "NODE ID", "STATE", "REGISTERED", "LAST SEEN", "EXPIRES"]);
                 for p in &peers {
                     t.row(vec![
                         p.address.clone(),
                         if p.node_id.is_empty() { "(unsigned)".into() } else { p.node_id.chars().take(16).collect() },
+                        if p.pending { "pending".into() } else { "verified".into() },
                         relative(p.registered_at_unix_ms),
                         relative(p.last_seen_unix_ms),
                         relative(p.expires_at_unix_ms),
@@ -198,6 +203,6 @@ pub fn peer_json(p: &Peer) -> serde_json::Value {
     json!({
         "address": p.address, "node_id": p.node_id, "public_key": hex::encode(&p.public_key),
         "registered_at_unix_ms": p.registered_at_unix_ms, "last_seen_unix_ms": p.last_seen_unix_ms,
-        "expires_at_unix_ms": p.expires_at_unix_ms,
+        "expires_at_unix_ms": p.expires_at_unix_ms, "pending": p.pending,
     })
 }

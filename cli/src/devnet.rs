@@ -38,6 +38,8 @@ pub enum DevnetCmd {
 struct Service {
     name: String,
     endpoint: String,
+    /// A node's admin API (mining, bans, peers), on loopback.
+    admin: Option<String>,
     args: Vec<String>,
     program: PathBuf,
     child: Child,
@@ -50,14 +52,26 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// so ports can be 0 and nothing races for them.
 async fn launch(name: &str, program: &Path, mut args: Vec<String>, dir: &Path) -> anyhow::Result<Service> {
     let addr_file = dir.join(format!("{name}.addr"));
+    let admin_file = dir.join(format!("{name}.admin"));
+    let is_node = name != "bootstrap";
     let _ = std::fs::remove_file(&addr_file);
+    let _ = std::fs::remove_file(&admin_file);
     let mut launch_args = args.clone();
     launch_args.extend(["--addr-file".into(), addr_file.display().to_string()]);
+    if is_node {
+        launch_args.extend(["--admin-addr-file".into(), admin_file.display().to_string()]);
+    }
     let mut child = start(program, &launch_args, &dir.join(format!("{name}.log")))?;
     let started = std::time::Instant::now();
-    let endpoint = loop {
-        if let Ok(text) = std::fs::read_to_string(&addr_file) {
-            break text.trim().to_string();
+    let read = |f: &Path| std::fs::read_to_string(f).ok().map(|t| t.trim().to_string());
+    let (endpoint, admin) = loop {
+        if let Some(endpoint) = read(&addr_file) {
+            if !is_node {
+                break (endpoint, None);
+            }
+            if let Some(admin) = read(&admin_file) {
+                break (endpoint, Some(admin));
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             anyhow::bail!(
@@ -70,10 +84,11 @@ async fn launch(name: &str, program: &Path, mut args: Vec<String>, dir: &Path) -
     };
     // The command that starts it again, on the port it has now.
     set_flag(&mut args, "--listen", &endpoint);
-    if name != "bootstrap" {
+    if let Some(admin) = &admin {
         set_flag(&mut args, "--advertise", &endpoint);
+        set_flag(&mut args, "--admin-listen", admin);
     }
-    Ok(Service { name: name.into(), endpoint, args, program: program.to_path_buf(), child })
+    Ok(Service { name: name.into(), endpoint, admin, args, program: program.to_path_buf(), child })
 }
 
 fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
@@ -155,7 +170,7 @@ pub async fn run(cmd: DevnetCmd, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|s| {
                 serde_json::json!({
-                    "name": s.name, "endpoint": s.endpoint, "pid": s.child.id(), "log": log(s),
+                    "name": s.name, "endpoint": s.endpoint, "admin": s.admin, "pid": s.child.id(), "log": log(s),
                     "restart": std::iter::once(s.program.display().to_string()).chain(s.args.iter().cloned()).collect::<Vec<_>>(),
                 })
             })
@@ -163,11 +178,12 @@ pub async fn run(cmd: DevnetCmd, json: bool) -> anyhow::Result<()> {
         // One line, so a script can read it before the network stops.
         println!("{}", serde_json::json!({ "services": list, "data_dir": dir.display().to_string() }));
     } else {
-        let mut t = Table::new(&["SERVICE", "ENDPOINT", "PID", "LOG"]);
+        let mut t = Table::new(&["SERVICE", "ENDPOINT", "ADMIN", "PID", "LOG"]);
         for s in &services {
             t.row(vec![
                 s.name.clone(),
                 s.endpoint.clone(),
+                s.admin.clone().unwrap_or_else(|| "-".into()),
                 s.child.id().map(|p| p.to_string()).unwrap_or_default(),
                 log(s),
             ]);
@@ -175,7 +191,11 @@ pub async fn run(cmd: DevnetCmd, json: bool) -> anyhow::Result<()> {
         t.print();
         println!("\ndata: {}{}", dir.display(), if _temp.is_some() { " (removed on exit)" } else { "" });
         if let Some(first) = services.get(1) {
-            println!("try:  p2pctl network status   |   p2pctl --node {} node mine hello", first.endpoint);
+            println!(
+                "try:  p2pctl network status   |   p2pctl --node {} --admin {} node mine hello",
+                first.endpoint,
+                first.admin.as_deref().unwrap_or("-")
+            );
         }
         println!("restart a node by hand with:");
         for s in services.iter().skip(1) {

@@ -18,9 +18,22 @@ struct Cli {
     /// Bootstrap server endpoint (host:port or http://host:port).
     #[arg(long, global = true, env = "P2PCTL_BOOTSTRAP", default_value = "127.0.0.1:4000")]
     bootstrap: String,
-    /// Node endpoint (host:port or http://host:port).
+    /// Node endpoint ([NODE_ID@]host:port; with the id, the node must prove it).
     #[arg(long, global = true, env = "P2PCTL_NODE", default_value = "127.0.0.1:3000")]
     node: String,
+    /// The node's admin API (mining, bans, peers); default: the --node host
+    /// at its port + 100 (where a node listens on loopback by default).
+    #[arg(long, global = true, env = "P2PCTL_ADMIN")]
+    admin: Option<String>,
+    /// Admin API token (a node bound beyond loopback requires one).
+    #[arg(long, global = true, env = "P2PCTL_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The node's data dir, to read its admin.cookie when no token is given.
+    #[arg(long, global = true, env = "P2PCTL_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The servers run without TLS (--plaintext): connect in plaintext.
+    #[arg(long, global = true, env = "P2P_PLAINTEXT")]
+    plaintext: bool,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -54,6 +67,41 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Write a TLS client certificate proving the identity in an ed25519 key
+    /// file (created when missing), for standard clients such as `grpcurl
+    /// -insecure -cert C -key K`; prints the node id it proves.
+    Cert {
+        /// The identity key (64 hex characters, like a node's node.key).
+        #[arg(long)]
+        key: std::path::PathBuf,
+        /// Where to write the certificate (PEM).
+        #[arg(long, default_value = "client.crt")]
+        cert_out: std::path::PathBuf,
+        /// Where to write the certificate's private key (PKCS#8 PEM).
+        #[arg(long, default_value = "client.key.pem")]
+        key_out: std::path::PathBuf,
+    },
+}
+
+/// `p2pctl cert`: a certificate of our libp2p-style kind for `key`.
+fn cert(key: &std::path::Path, cert_out: &std::path::Path, key_out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (key, created) = p2p_proto::identity::load_or_create(key)?;
+    let identity = p2p_proto::tls::TlsIdentity::new(&key)?;
+    std::fs::write(cert_out, identity.cert_pem()).with_context(|| format!("cannot write {}", cert_out.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(
+        &mut options.open(key_out).with_context(|| format!("cannot write {}", key_out.display()))?,
+        identity.cert_key_pem().as_bytes(),
+    )?;
+    if created {
+        eprintln!("created a new identity key");
+    }
+    println!("{}", identity.node_id());
+    Ok(())
 }
 
 async fn health(endpoint: &str, service: String) -> anyhow::Result<()> {
@@ -68,13 +116,20 @@ async fn health(endpoint: &str, service: String) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    connect::set_plaintext(cli.plaintext);
+    let admin = node::AdminOpts {
+        endpoint: cli.admin.clone().unwrap_or_else(|| node::default_admin(&cli.node)),
+        token: cli.admin_token.clone(),
+        data_dir: cli.data_dir.clone(),
+    };
     let result = match cli.command {
         Command::Bootstrap(cmd) => bootstrap::run(&cli.bootstrap, cmd, cli.json).await,
-        Command::Node(cmd) => node::run(&cli.node, cmd, cli.json).await,
+        Command::Node(cmd) => node::run(&cli.node, &admin, cmd, cli.json).await,
         Command::Network(cmd) => node::network(&cli.bootstrap, cmd, cli.json).await,
         Command::Devnet(cmd) => devnet::run(cmd, cli.json).await,
         Command::Health { endpoint, service } => health(&endpoint, service).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Cert { key, cert_out, key_out } => cert(&key, &cert_out, &key_out),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,12 +6,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
+use p2p_proto::admin::{
+    AddPeerRequest, BanPeerRequest, ListConnectionsRequest, MineBlockRequest, RemovePeerRequest, UnbanPeerRequest,
+};
 use p2p_proto::bootstrap::GetPeersRequest as BootstrapPeersRequest;
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
 use p2p_proto::node::node_client::NodeClient;
 use p2p_proto::node::{
-    Block, GetBlocksRequest, GetPeersRequest, GetStatusRequest, GetStatusResponse, MineBlockRequest, PeerSource,
-    PeerState, SendBlockRequest,
+    Block, GetBlocksRequest, GetPeersRequest, GetStatusRequest, GetStatusResponse, PeerSource, PeerState,
+    SendBlockRequest,
 };
 use serde_json::json;
 
@@ -24,8 +27,23 @@ use crate::output::{Table, print_json, relative};
 pub enum NodeCmd {
     /// Height, tip, work, peers and identity of a node.
     Status,
-    /// Mine a block carrying DATA on the node's tip.
+    /// Mine a block carrying DATA on the node's tip (admin API).
     Mine { data: String },
+    /// The node's peers with the ids their TLS handshakes proved (admin API).
+    Connections,
+    /// Ban a peer by node id or address (admin API).
+    Ban {
+        peer: String,
+        /// Seconds; 0 means the node's default (10 minutes).
+        #[arg(long, default_value_t = 0)]
+        secs: u32,
+    },
+    /// Lift a ban (admin API).
+    Unban { peer: String },
+    /// Keep a peer, `[NODE_ID@]host:port`, whatever the bootstrap says (admin API).
+    AddPeer { peer: String },
+    /// Forget a peer (admin API).
+    RemovePeer { address: String },
     /// List main-chain blocks.
     Blocks {
         /// First height to show.
@@ -93,7 +111,30 @@ fn status_json(s: &GetStatusResponse) -> serde_json::Value {
     })
 }
 
-pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result<()> {
+/// Where and how to reach a node's admin API.
+#[derive(Debug, Clone)]
+pub struct AdminOpts {
+    pub endpoint: String,
+    pub token: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A node's admin API by default: the node's host, its port + 100.
+pub fn default_admin(node: &str) -> String {
+    let address = p2p_proto::dial::Target::parse(node).map(|t| t.address).unwrap_or_else(|_| node.to_string());
+    match p2p_proto::address::PeerAddress::parse(&address) {
+        Ok(mut a) if a.port <= u16::MAX - 100 => {
+            a.port += 100;
+            a.to_string()
+        }
+        _ => address,
+    }
+}
+
+pub async fn run(endpoint: &str, admin: &AdminOpts, cmd: NodeCmd, json_out: bool) -> anyhow::Result<()> {
+    if is_admin(&cmd) {
+        return run_admin(admin, cmd, json_out).await;
+    }
     let mut client = NodeClient::new(connect::channel("node", endpoint).await?).max_decoding_message_size(16 << 20);
     match cmd {
         NodeCmd::Status => {
@@ -117,29 +158,6 @@ pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result
                     t.row(vec![k.into(), v]);
                 }
                 t.print();
-            }
-        }
-        NodeCmd::Mine { data } => {
-            let r = client
-                .mine_block(MineBlockRequest { data: data.into_bytes() })
-                .await
-                .map_err(connect::status)?
-                .into_inner();
-            let outcome = r.outcome().as_str_name();
-            let b = r.block.context("the node returned no block")?;
-            if json_out {
-                print_json(
-                    &json!({"block": block_json(&b), "outcome": outcome, "attempts": r.attempts, "elapsed_ms": r.elapsed_ms}),
-                );
-            } else {
-                println!(
-                    "mined block {} {} ({} attempts, {} ms): {}",
-                    b.index,
-                    hex::encode(&b.hash),
-                    r.attempts,
-                    r.elapsed_ms,
-                    outcome
-                );
             }
         }
         NodeCmd::Blocks { from, limit } => {
@@ -205,6 +223,12 @@ pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result
                 t.print();
             }
         }
+        NodeCmd::Mine { .. }
+        | NodeCmd::Connections
+        | NodeCmd::Ban { .. }
+        | NodeCmd::Unban { .. }
+        | NodeCmd::AddPeer { .. }
+        | NodeCmd::RemovePeer { .. } => unreachable!("admin commands are handled by run_admin"),
         NodeCmd::SendBlock { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let v: serde_json::Value =
@@ -225,6 +249,108 @@ pub async fn run(endpoint: &str, cmd: NodeCmd, json_out: bool) -> anyhow::Result
                 println!("{}: {} (height {})", r.outcome().as_str_name(), r.message, r.height);
             }
         }
+    }
+    Ok(())
+}
+
+fn is_admin(cmd: &NodeCmd) -> bool {
+    matches!(
+        cmd,
+        NodeCmd::Mine { .. }
+            | NodeCmd::Connections
+            | NodeCmd::Ban { .. }
+            | NodeCmd::Unban { .. }
+            | NodeCmd::AddPeer { .. }
+            | NodeCmd::RemovePeer { .. }
+    )
+}
+
+/// The commands served by the node's admin API.
+async fn run_admin(admin: &AdminOpts, cmd: NodeCmd, json_out: bool) -> anyhow::Result<()> {
+    let mut client = connect::admin(&admin.endpoint, admin.token.as_deref(), admin.data_dir.as_deref()).await?;
+    match cmd {
+        NodeCmd::Mine { data } => {
+            let r = client
+                .mine_block(MineBlockRequest { data: data.into_bytes() })
+                .await
+                .map_err(connect::status)?
+                .into_inner();
+            let outcome = r.outcome().as_str_name();
+            let b = r.block.context("the node returned no block")?;
+            if json_out {
+                print_json(
+                    &json!({"block": block_json(&b), "outcome": outcome, "attempts": r.attempts, "elapsed_ms": r.elapsed_ms}),
+                );
+            } else {
+                println!(
+                    "mined block {} {} ({} attempts, {} ms): {}",
+                    b.index,
+                    hex::encode(&b.hash),
+                    r.attempts,
+                    r.elapsed_ms,
+                    outcome
+                );
+            }
+        }
+        NodeCmd::Connections => {
+            let r = client.list_connections(ListConnectionsRequest {}).await.map_err(connect::status)?.into_inner();
+            if json_out {
+                print_json(&json!({
+                    "node_id": r.node_id,
+                    "connections": r.connections.iter().map(|c| json!({
+                        "address": c.address, "node_id": c.node_id, "verified": c.verified,
+                        "state": c.state().as_str_name(), "source": c.source().as_str_name(),
+                        "last_seen_unix_ms": c.last_seen_unix_ms, "score": c.score,
+                        "banned_until_unix_ms": c.banned_until_unix_ms, "best_height": c.best_height,
+                    })).collect::<Vec<_>>(),
+                }));
+            } else {
+                let mut t =
+                    Table::new(&["ADDRESS", "NODE ID", "PROVEN", "STATE", "SOURCE", "LAST SEEN", "HEIGHT", "SCORE"]);
+                for c in &r.connections {
+                    t.row(vec![
+                        if c.address.is_empty() { "-".into() } else { c.address.clone() },
+                        if c.node_id.is_empty() { "-".into() } else { c.node_id.clone() },
+                        if c.verified { "yes".into() } else { "no".into() },
+                        state_name(c.state()).into(),
+                        source_name(c.source()).into(),
+                        relative(c.last_seen_unix_ms),
+                        c.best_height.to_string(),
+                        c.score.to_string(),
+                    ]);
+                }
+                t.print();
+                println!("this node: {}", r.node_id);
+            }
+        }
+        NodeCmd::Ban { peer, secs } => {
+            let r = client
+                .ban_peer(BanPeerRequest { peer, duration_secs: secs })
+                .await
+                .map_err(connect::status)?
+                .into_inner();
+            println!("{}", r.message);
+        }
+        NodeCmd::Unban { peer } => {
+            let r = client.unban_peer(UnbanPeerRequest { peer: peer.clone() }).await.map_err(connect::status)?;
+            println!(
+                "{}",
+                if r.into_inner().unbanned { format!("{peer} unbanned") } else { format!("{peer} was not banned") }
+            );
+        }
+        NodeCmd::AddPeer { peer } => {
+            let r = client.add_peer(AddPeerRequest { peer }).await.map_err(connect::status)?.into_inner();
+            println!("{}", r.message);
+        }
+        NodeCmd::RemovePeer { address } => {
+            let r =
+                client.remove_peer(RemovePeerRequest { address: address.clone() }).await.map_err(connect::status)?;
+            println!(
+                "{}",
+                if r.into_inner().removed { format!("{address} removed") } else { format!("{address} was not a peer") }
+            );
+        }
+        _ => unreachable!("node commands are handled by run"),
     }
     Ok(())
 }
@@ -262,7 +388,12 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
             .await
             .map_err(connect::status)?
             .into_inner();
-        addresses.extend(r.peers.into_iter().map(|p| p.address));
+        // Each node must prove the id it registered with.
+        addresses.extend(
+            r.peers
+                .into_iter()
+                .map(|p| if p.node_id.is_empty() { p.address } else { format!("{}@{}", p.node_id, p.address) }),
+        );
         if r.next_page_token.is_empty() {
             break;
         }

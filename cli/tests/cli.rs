@@ -39,6 +39,6 @@ fn a_connection_failure_names_the_endpoint_and_the_cause() {
     let out = Command::new(BIN).args(["--bootstrap", "127.0.0.1:1", "bootstrap", "peers"]).output().expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("http://127.0.0.1:1"), "{err}");
+    assert!(err.contains("the bootstrap at 127.0.0.1:1"), "{err}");
     assert!(err.to_lowercase().contains("refused"), "{err}");
 }

@@ -15,9 +15,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The address other nodes dial to reach this one (host:port).
     pub advertise: String,
-    /// Bootstrap endpoints, tried in turn.
+    /// Bootstrap endpoints, tried in turn: `[NODE_ID@]host:port`; with an
+    /// id, the bootstrap's TLS handshake must prove it (pinning).
     pub bootstrap: Vec<String>,
-    /// Peers to keep whatever the bootstrap says.
+    /// Peers to keep whatever the bootstrap says: `[NODE_ID@]host:port`;
+    /// with an id, the peer's handshake must prove it.
     pub peers: Vec<String>,
     /// The network's consensus parameters.
     pub network: NetworkParams,
@@ -74,6 +76,11 @@ pub struct NodeConfig {
     /// Seed of the node's random choices (gossip targets, samples, jitter,
     /// mining start nonce); None draws one from the OS.
     pub rng_seed: Option<u64>,
+    /// Links without TLS (local experiments only; loudly logged): nothing
+    /// is encrypted, and no request can be tied to a node.
+    pub plaintext: bool,
+    /// The admin API's token; None: the cookie file (see [`crate::admin`]).
+    pub admin_token: Option<String>,
 }
 
 impl NodeConfig {
@@ -108,6 +115,16 @@ impl NodeConfig {
             max_dial_attempts: 10,
             clock: p2p_proto::clock::system(),
             rng_seed: None,
+            plaintext: false,
+            admin_token: None,
         }
+    }
+
+    /// Whether `address` is one of the configured peers.
+    pub fn is_configured_peer(&self, address: &str) -> bool {
+        self.peers
+            .iter()
+            .filter_map(|p| p2p_proto::dial::Target::parse(p).ok())
+            .any(|t| p2p_proto::address::canonicalize(&t.address).is_ok_and(|a| a == address))
     }
 }

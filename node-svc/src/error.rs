@@ -12,9 +12,9 @@ pub enum Error {
     /// A request field is missing, oversized or malformed.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
-    /// The caller is banned for misbehaviour.
-    #[error("{address} is banned for sending invalid blocks; try again later")]
-    Banned { address: String },
+    /// The caller (a node id, or an address) is banned for misbehaviour.
+    #[error("{peer} is banned for misbehaving (invalid blocks or answers); try again later")]
+    Banned { peer: String },
     /// The other side is on another network (its genesis differs).
     #[error("different network: our genesis is {ours}, yours is {theirs}")]
     WrongNetwork { ours: String, theirs: String },
@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn each_cause_has_its_code() {
         let cases = [
-            (Error::Banned { address: "a:1".into() }, Code::PermissionDenied),
+            (Error::Banned { peer: "a:1".into() }, Code::PermissionDenied),
             (Error::WrongNetwork { ours: "a".into(), theirs: "b".into() }, Code::FailedPrecondition),
             (Error::PeerUnavailable { peer: "p:1".into(), reason: "gone".into() }, Code::Unavailable),
             (Error::invalid("block", "is required"), Code::InvalidArgument),

@@ -98,7 +98,7 @@ fn spawn_relay(node: &NodeHandle, block: Arc<Block>, except: Option<String>) {
 }
 
 /// Pushes `block` to up to `gossip_fanout` random usable peers other than
-/// `except` (the peer it came from).
+/// `except` (the peer it came from: its node id, or its address).
 pub async fn relay(node: &NodeHandle, block: &Block, except: Option<&str>) {
     let targets = node.peers().gossip_targets(except, node.config().gossip_fanout);
     if targets.is_empty() {
@@ -106,12 +106,12 @@ pub async fn relay(node: &NodeHandle, block: &Block, except: Option<&str>) {
     }
     let req = SendBlockRequest { block: Some(convert::block_to_proto(block)), sender: Some(node.sender()) };
     let timeout = node.config().gossip_timeout;
-    let sends = targets.into_iter().filter_map(|addr| node.dialer().peer(&addr).map(|c| (addr, c))).map(
-        |(addr, channel)| {
+    let sends = targets.into_iter().filter_map(|addr| node.link(&addr).map(|l| (addr, l))).map(
+        |(addr, link)| {
             let req = req.clone();
             async move {
                 Stats::add(&node.counters().gossip_sent, 1);
-                let mut client = node.peer_client(channel);
+                let mut client = node.peer_client(&link);
                 match tokio::time::timeout(timeout, client.send_block(req)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(status)) => {

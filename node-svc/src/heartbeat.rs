@@ -9,6 +9,7 @@ use crate::convert;
 use crate::error::Error;
 use crate::node::NodeHandle;
 use crate::peers::PeerTip;
+use p2p_proto::tls::PeerIdentity;
 
 impl NodeHandle {
     /// Pings every peer that is due; marks replies and misses; then syncs
@@ -27,10 +28,10 @@ impl NodeHandle {
         let timeout = self.config().ping_timeout;
         let due = self.peers().due_for_ping(now);
         let pings =
-            due.into_iter().filter_map(|addr| self.dialer().peer(&addr).map(|c| (addr, c))).map(|(addr, channel)| {
+            due.into_iter().filter_map(|addr| self.link(&addr).map(|l| (addr, l))).map(|(addr, link)| {
                 let req = req.clone();
                 async move {
-                    let mut client = self.peer_client(channel);
+                    let mut client = self.peer_client(&link);
                     match tokio::time::timeout(timeout, client.ping(req)).await {
                         Ok(Ok(resp)) => {
                             let r = resp.into_inner();
@@ -44,13 +45,16 @@ impl NodeHandle {
                                 self.peers().forget(&addr);
                                 return;
                             }
+                            // With TLS the id is the one the handshake proved,
+                            // whatever the answer says.
+                            let proven = link.proven();
                             let peer_tip = PeerTip {
-                                node_id: r.node_id,
+                                node_id: proven.as_ref().map(|p| p.node_id.clone()).unwrap_or(r.node_id),
                                 height: r.height,
                                 tip: r.tip_hash,
                                 work: p2p_proto::work::from_bytes(&r.cumulative_work),
                             };
-                            self.peers().alive(&addr, peer_tip, self.now_ms());
+                            self.peers().alive(&addr, peer_tip, proven.is_some(), self.now_ms());
                         }
                         Ok(Err(status)) if Error::is_wrong_network(&status) => {
                             tracing::warn!(peer = %addr, reason = %status.message(), "peer refused us: another network; dropped");
@@ -73,32 +77,30 @@ impl NodeHandle {
         }
     }
 
-    /// A peer's Ping: check the network and answer with our tip. When the
-    /// claimed sender matches the connection, it is learned as a candidate
-    /// and, if it claims more work, synced from: both harmless whoever made
-    /// the claim, since we then dial the claimed address ourselves. An
-    /// inbound Ping never marks a peer alive, changes its score or drops it
-    /// (anyone behind the same IP could have sent it); only our own pings do.
-    pub async fn handle_ping(
-        &self,
-        req: PingRequest,
-        remote: Option<std::net::SocketAddr>,
-    ) -> Result<PingResponse, Error> {
+    /// A peer's Ping: check the network and answer with our tip. A node
+    /// that proved its id in the TLS handshake and names its address is
+    /// learned as a candidate at that address (our own dial there must prove
+    /// the same id) and, if it claims more work, synced from. An inbound Ping
+    /// never marks a peer alive or changes its score; only our own pings do.
+    pub async fn handle_ping(&self, req: PingRequest, caller: Option<PeerIdentity>) -> Result<PingResponse, Error> {
         let genesis = self.chain().genesis_hash();
         if !req.genesis_hash.is_empty() && req.genesis_hash != genesis {
             return Err(Error::WrongNetwork { ours: hex::encode(genesis), theirs: hex::encode(&req.genesis_hash) });
         }
         let tip = self.chain().tip().await?;
         let pong = convert::pong(self.node_id(), &tip, genesis, self.now_ms());
-        let Some(sender) = req.sender.as_ref().filter(|s| !s.address.is_empty()) else { return Ok(pong) };
-        let address =
-            p2p_proto::address::canonicalize(&sender.address).map_err(|e| Error::invalid("sender.address", e))?;
-        if self.verified_sender(Some(sender), remote).is_none() || self.peers().is_banned(&address, self.now_ms()) {
-            // Answer, but neither learn nor act on an address we cannot tie to this connection.
+        let Some(caller) = caller else { return Ok(pong) };
+        if self.peers().is_node_banned(&caller.node_id, self.now_ms()) {
             return Ok(pong);
         }
-        self.peers().learn(&address, PeerSource::Inbound, Some(&sender.node_id));
-        if p2p_proto::work::from_bytes(&req.cumulative_work) > tip.work {
+        if let Some(hint) = req.sender.as_ref().filter(|s| !s.address.is_empty()) {
+            let address =
+                p2p_proto::address::canonicalize(&hint.address).map_err(|e| Error::invalid("sender.address", e))?;
+            self.peers().learn(&address, PeerSource::Inbound, Some(&caller.node_id));
+        }
+        if p2p_proto::work::from_bytes(&req.cumulative_work) > tip.work
+            && let Some(address) = self.peers().address_of(&caller.node_id)
+        {
             self.sync().request(&address);
         }
         Ok(pong)

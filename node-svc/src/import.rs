@@ -1,15 +1,15 @@
 //! Blocks arriving from outside: one gossiped block (SendBlock) or a whole
 //! offered chain (BroadcastBlockchain); counting what was stored.
 //!
-//! Nothing that arrives inbound costs anyone score: the sender a request
-//! names is only checked against the connection's IP, which everyone behind
-//! one NAT or on one host shares. Invalid inbound blocks are refused and
-//! counted; penalties come from exchanges the node started itself (sync,
-//! see [`crate::sync`]), where the other side is whoever listens at the
-//! address we dialed.
+//! A block is held against the node that sent it only when that node is
+//! known for certain: the id its TLS certificate proved on the connection
+//! ([`NodeHandle::caller`]). The `Sender` a request names is a hint (the
+//! address to learn and fetch from, which our own handshake must tie to the
+//! same id); anonymous senders are refused and counted, never scored.
 
 use futures::StreamExt;
 use p2p_proto::node::{BlockOutcome, BroadcastBlockchainResponse, PeerSource, Sender};
+use p2p_proto::tls::PeerIdentity;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::chain::{self, Accepted, Block, Origin, Outcome, Tip, validate};
@@ -41,35 +41,41 @@ impl NodeHandle {
         Ok(verdicts)
     }
 
-    /// Handles one gossiped block; `from` is the sender as already verified
-    /// by [`NodeHandle::verified_sender`] (None: anonymous).
-    pub async fn receive_block(&self, block: p2p_proto::node::Block, from: Option<&Sender>) -> Result<Handled, Error> {
+    /// Handles one gossiped block from `caller` (the identity its
+    /// connection proved; None: anonymous), who names itself with `hint`.
+    pub async fn receive_block(
+        &self,
+        block: p2p_proto::node::Block,
+        caller: Option<PeerIdentity>,
+        hint: Option<&Sender>,
+    ) -> Result<Handled, Error> {
         Stats::add(&self.counters().blocks_received, 1);
-        let from = from.filter(|s| !s.address.is_empty()).map(|s| (canonical(&s.address), s.node_id.as_str()));
-        if let Some((address, node_id)) = &from {
-            self.peers().learn(address, PeerSource::Inbound, Some(node_id));
-            if self.peers().is_banned(address, self.now_ms()) {
-                return Err(Error::Banned { address: address.clone() });
+        let from = caller.map(|c| c.node_id);
+        if let Some(id) = &from {
+            if self.peers().is_node_banned(id, self.now_ms()) {
+                return Err(Error::Banned { peer: id.clone() });
+            }
+            if let Some(address) = hint.filter(|s| !s.address.is_empty()).map(|s| canonical(&s.address)) {
+                self.peers().learn(&address, PeerSource::Inbound, Some(id));
             }
         }
-        let from_addr = from.map(|(a, _)| a);
         let block = match convert::block_from_proto(block) {
             Ok(b) => b,
             Err(e) => {
-                self.misbehaved(None, &e.to_string());
+                self.misbehaved(from.as_deref(), &e.to_string());
                 return Err(e.into());
             }
         };
-        let verdicts = self.offer(vec![block], Origin::Gossip { from: from_addr.clone() }).await?;
+        let verdicts = self.offer(vec![block], Origin::Gossip { from: from.clone() }).await?;
         let tip = self.chain().tip().await?;
         match verdicts.into_iter().next() {
             Some(Ok(a)) => {
                 match a.outcome {
                     Outcome::Duplicate => Stats::add(&self.counters().duplicates_received, 1),
                     Outcome::Orphan => {
-                        if let Some(addr) = &from_addr {
+                        if let Some(addr) = from.as_deref().and_then(|id| self.peers().address_of(id)) {
                             tracing::info!(peer = %addr, hash = %hex::encode(a.hash), "orphan block; fetching its ancestors");
-                            self.sync().request(addr);
+                            self.sync().request(&addr);
                         }
                     }
                     _ => {}
@@ -77,21 +83,25 @@ impl NodeHandle {
                 Ok(Handled { outcome: convert::outcome_to_proto(a.outcome), tip })
             }
             Some(Err(e)) => {
-                // Refused and counted, but held against nobody (see the module docs).
-                self.misbehaved(None, &e.to_string());
+                // An early block is our clock's business, not misbehaviour.
+                if !matches!(e, chain::BlockError::FromTheFuture { .. }) {
+                    self.misbehaved(from.as_deref(), &e.to_string());
+                } else {
+                    Stats::add(&self.counters().invalid_received, 1);
+                }
                 Err(e.into())
             }
             None => Err(Error::Internal("no verdict".into())),
         }
     }
 
-    /// Counts an invalid block and costs `from` score: only for a peer we
-    /// dialed ourselves. A block that is merely early (our clock may be
-    /// behind) costs nobody anything.
-    pub(crate) fn misbehaved(&self, from: Option<&str>, why: &str) {
+    /// Counts an invalid block and costs `culprit` score: a node id a TLS
+    /// handshake proved, or (plaintext) the address we dialed ourselves;
+    /// None for an anonymous sender.
+    pub(crate) fn misbehaved(&self, culprit: Option<&str>, why: &str) {
         Stats::add(&self.counters().invalid_received, 1);
-        if let Some(addr) = from {
-            self.peers().penalize(&canonical(addr), INVALID_BLOCK_PENALTY, why, self.now_ms());
+        if let Some(culprit) = culprit {
+            self.peers().penalize(culprit, INVALID_BLOCK_PENALTY, why, self.now_ms());
         }
     }
 

@@ -5,14 +5,15 @@
 //! - [`server::spawn`] / [`server::run`]: entry points taking a bound listener and a shutdown token.
 //! - [`node`]: [`NodeHandle`], the node's identity and shared parts, cheap to clone.
 //! - [`service`]: the `p2p.node.v1.Node` gRPC service (validation, then the handle).
+//! - [`admin`]: the operator's `p2p.admin.v1.Admin` service, on its own listener.
 //! - [`import`]: blocks from outside (SendBlock, BroadcastBlockchain) and penalties.
-//! - [`miner`]: MineBlock, proof of work off the async workers.
+//! - [`miner`]: mining on demand (Admin.MineBlock), proof of work off the async workers.
 //! - [`gossip`]: a task relaying each new tip it hears of from the chain's events.
 //! - [`sync`]: the [`sync::Syncer`] task and the [`sync::SyncHandle`] that asks it to sync.
 //! - [`heartbeat`]: pinging peers, and answering their pings.
 //! - [`pex`]: peer exchange, asking and answering.
 //! - [`membership`]: registering with and learning peers from the bootstrap.
-//! - [`peers`]: the pure peer table, the dialer, the peer cache, attribution.
+//! - [`peers`]: the pure peer table, the TLS dialer, the peer cache.
 //! - [`chain`]: block format, proof of work, validation, fork choice, storage,
 //!   and the actor thread that owns the writable chain.
 //! - [`convert`]: every protobuf <-> domain conversion.
@@ -25,6 +26,7 @@
 //! [`gossip`] subscribes and relays, skipping the peer the block came from.
 //! Heartbeats and orphans ask the [`sync::Syncer`] to sync through its handle.
 
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod convert;
@@ -47,4 +49,4 @@ pub mod testkit;
 pub use config::NodeConfig;
 pub use error::Error;
 pub use node::NodeHandle;
-pub use server::{RunningNode, run, spawn};
+pub use server::{Listeners, RunningNode, run, spawn};

@@ -18,12 +18,29 @@ struct Args {
     /// Address other nodes dial to reach this one (in compose: the service name and port).
     #[arg(long, env = "NODE_ADVERTISE")]
     advertise: Option<String>,
-    /// Bootstrap servers, tried in turn (comma-separated or repeated).
+    /// Bootstrap servers, tried in turn (comma-separated or repeated):
+    /// `[NODE_ID@]host:port`; with the id, its TLS handshake must prove it.
     #[arg(long, env = "NODE_BOOTSTRAP", value_delimiter = ',')]
     bootstrap: Vec<String>,
-    /// Peers to connect to whatever the bootstrap says (comma-separated or repeated).
+    /// Peers to connect to whatever the bootstrap says (comma-separated or
+    /// repeated): `[NODE_ID@]host:port`; with the id, the handshake must prove it.
     #[arg(long, env = "NODE_PEERS", value_delimiter = ',')]
     peer: Vec<String>,
+    /// Where the operator's admin API listens (MineBlock, bans, peers):
+    /// default loopback at the P2P port + 100; `off` serves none. Beyond
+    /// loopback every call needs --admin-token or the data dir's admin.cookie.
+    #[arg(long, env = "NODE_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// Token the admin API requires (default: the admin.cookie file written at start).
+    #[arg(long, env = "NODE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Write the admin API's bound address to this file (like --addr-file).
+    #[arg(long, env = "NODE_ADMIN_ADDR_FILE")]
+    admin_addr_file: Option<PathBuf>,
+    /// Links without TLS (local experiments only): nothing is encrypted, and
+    /// no request can be tied to a node.
+    #[arg(long, env = "P2P_PLAINTEXT")]
+    plaintext: bool,
     /// Directory for the chain store and the node's identity key.
     #[arg(long, env = "NODE_DATA_DIR", default_value = "./data/node")]
     data_dir: PathBuf,
@@ -109,6 +126,25 @@ async fn main() -> anyhow::Result<()> {
         p2p_proto::serving::write_addr_file(path, local)
             .with_context(|| format!("cannot write the listen address to {}", path.display()))?;
     }
+    let admin = match args.admin_listen.as_deref() {
+        Some("off") | Some("none") => None,
+        Some(a) => Some(a.to_string()),
+        None if local.port() == 0 || local.port() > u16::MAX - 100 => Some("127.0.0.1:0".to_string()),
+        None => Some(format!("127.0.0.1:{}", local.port() + 100)),
+    };
+    let admin = match admin {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(&a).await.with_context(|| {
+                format!("cannot listen on {a} for the admin API (--admin-listen; `off` disables it)")
+            })?;
+            if let Some(path) = &args.admin_addr_file {
+                p2p_proto::serving::write_addr_file(path, l.local_addr()?)
+                    .with_context(|| format!("cannot write the admin address to {}", path.display()))?;
+            }
+            Some(l)
+        }
+        None => None,
+    };
     let advertise = args.advertise.unwrap_or_else(|| format!("127.0.0.1:{}", local.port()));
     let mut config = NodeConfig::new(&args.data_dir, advertise);
     config.bootstrap = args.bootstrap;
@@ -136,7 +172,12 @@ async fn main() -> anyhow::Result<()> {
     config.sync_batch_bytes = args.sync_batch_bytes.max(config.network.max_message_bytes() as u64);
     config.prune_side_depth = args.prune_side_depth;
     config.max_dial_attempts = args.max_dial_attempts.max(1);
+    config.plaintext = args.plaintext;
+    config.admin_token = args.admin_token;
+    for t in config.bootstrap.iter().chain(&config.peers) {
+        p2p_proto::dial::Target::parse(t).map_err(anyhow::Error::msg)?;
+    }
 
     let shutdown = p2p_proto::serving::shutdown_on_signal();
-    node_svc::run(listener, config, shutdown).await.context("node failed")
+    node_svc::run(node_svc::Listeners { p2p: listener, admin }, config, shutdown).await.context("node failed")
 }

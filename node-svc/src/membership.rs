@@ -59,7 +59,7 @@ pub(crate) async fn run(node: NodeHandle) {
 /// One connection to one bootstrap: returns Ok on shutdown, Err when the
 /// bootstrap fails (the caller moves on to the next one).
 async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<(), String> {
-    let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?);
+    let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?.channel);
     let registry = registry_id(&mut client).await?;
     register(node, &mut client, &registry).await?;
     discover(node, &mut client).await?;
@@ -85,7 +85,7 @@ async fn session(node: &NodeHandle, address: &str, refresh: Duration) -> Result<
                     }
                     // Gone from the registry (removed, or its lease ran out):
                     // stop dialing it, unless the operator configured it.
-                    (PeerEventKind::Left | PeerEventKind::Expired, Some(p)) if !node.config().peers.contains(&p.address) => {
+                    (PeerEventKind::Left | PeerEventKind::Expired, Some(p)) if !node.config().is_configured_peer(&p.address) => {
                         node.peers().forget(&p.address);
                     }
                     (PeerEventKind::Lagged, _) => discover(node, &mut client).await?,
@@ -121,6 +121,7 @@ async fn discover(node: &NodeHandle, client: &mut BootstrapClient<Channel>) -> R
         exclude_address: node.config().advertise.clone(),
         page_token: String::new(),
         random: true,
+        include_pending: false,
     };
     let peers = client.get_peers(req).await.map_err(|s| format!("GetPeers: {}", s.message()))?.into_inner().peers;
     for p in peers {
@@ -133,7 +134,7 @@ async fn discover(node: &NodeHandle, client: &mut BootstrapClient<Channel>) -> R
 async fn deregister(node: &NodeHandle, bootstraps: &[String]) {
     for address in bootstraps {
         let attempt = async {
-            let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?);
+            let mut client = BootstrapClient::new(node.dialer().bootstrap(address).await?.channel);
             let registry = registry_id(&mut client).await?;
             let req = signed_remove(node.key(), &registry, &node.config().advertise, node.now_ms());
             client.remove(req).await.map_err(|s| s.message().to_string())

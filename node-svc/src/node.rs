@@ -4,14 +4,15 @@
 //! [`crate::miner`], [`crate::sync`], [`crate::gossip`], [`crate::heartbeat`],
 //! [`crate::pex`] and [`crate::membership`].
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::SigningKey;
 use p2p_proto::clock::Clock;
+use p2p_proto::dial::Link;
 use p2p_proto::limits::Slots;
 use p2p_proto::node::Sender;
 use p2p_proto::node::node_client::NodeClient;
+use p2p_proto::tls::{ClientTls, ConnInfo, PeerIdentity};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
@@ -22,7 +23,7 @@ use crate::chain::ChainHandle;
 use crate::config::NodeConfig;
 use crate::gossip::BulkImports;
 use crate::metrics::{Stats, StatsSnapshot};
-use crate::peers::{Dialer, PeerCache, PeerLimits, PeerTable, SenderCheck};
+use crate::peers::{Dialer, PeerCache, PeerLimits, PeerTable};
 use crate::sync::SyncHandle;
 
 /// Shared state of a running node. Cheap to clone.
@@ -42,8 +43,6 @@ struct Inner {
     sync: SyncHandle,
     bulk: BulkImports,
     stats: Stats,
-    /// Checks that a request's claimed sender is where it came from.
-    senders: SenderCheck,
     /// Known-good peers on disk.
     peer_cache: Arc<PeerCache>,
     rng: Mutex<StdRng>,
@@ -66,12 +65,14 @@ pub(crate) struct Parts {
     pub chain: ChainHandle,
     pub peer_cache: Arc<PeerCache>,
     pub sync: SyncHandle,
+    /// How this node dials: TLS with its own certificate, or plaintext.
+    pub tls: ClientTls,
     pub shutdown: CancellationToken,
 }
 
 impl NodeHandle {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { config, key, chain, peer_cache, sync, shutdown } = parts;
+        let Parts { config, key, chain, peer_cache, sync, tls, shutdown } = parts;
         let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
         let advertise =
             p2p_proto::address::canonicalize(&config.advertise).unwrap_or_else(|_| config.advertise.clone());
@@ -102,11 +103,10 @@ impl NodeHandle {
                 key,
                 chain,
                 peers,
-                dialer: Dialer::default(),
+                dialer: Dialer::new(tls),
                 sync,
                 bulk: BulkImports::default(),
                 stats: Stats::default(),
-                senders: SenderCheck::default(),
                 peer_cache,
                 rng: Mutex::new(rng),
                 mining: Arc::new(AsyncMutex::new(())),
@@ -193,30 +193,35 @@ impl NodeHandle {
         self.inner.rng.lock().unwrap_or_else(|p| p.into_inner()).next_u64()
     }
 
-    /// The claimed sender, if the connection it came over vouches for it
-    /// (see [`crate::peers::attribution`]); otherwise the request is anonymous.
-    pub fn verified_sender<'a>(&self, claimed: Option<&'a Sender>, remote: Option<SocketAddr>) -> Option<&'a Sender> {
-        let sender = claimed.filter(|s| !s.address.is_empty())?;
-        if sender.node_id == self.inner.node_id {
-            tracing::debug!(claimed = %sender.address, "a request claims to come from this node itself; treated as anonymous");
-            return None;
-        }
-        if self.inner.senders.vouches(&sender.address, remote) {
-            Some(sender)
-        } else {
-            tracing::debug!(claimed = %sender.address, ?remote, "sender claim does not match the connection; treated as anonymous");
-            None
-        }
+    /// The node a request came from: the identity its TLS handshake
+    /// proved, never what the request claims. None for anonymous clients
+    /// (no certificate, or plaintext) and for this node itself.
+    pub fn caller(&self, info: &ConnInfo) -> Option<PeerIdentity> {
+        info.peer.clone().filter(|p| p.node_id != self.inner.node_id)
+    }
+
+    /// The link to the peer at `address`: with TLS, its handshake must
+    /// prove the node id the peer table expects there.
+    pub(crate) fn link(&self, address: &str) -> Option<Link> {
+        let expected = if self.dialer().is_tls() { self.peers().node_id_of(address) } else { None };
+        self.dialer().peer(address, expected.as_deref())
+    }
+
+    /// Whom to hold responsible for what came over our link to `address`:
+    /// the node id our handshake proved there, or (plaintext) the address.
+    pub(crate) fn culprit_at(&self, address: &str) -> String {
+        self.dialer().proven(address).map(|p| p.node_id).unwrap_or_else(|| address.to_string())
     }
 
     /// A client for a peer's channel: answers larger than a valid block's
     /// message are refused before they are decoded.
-    pub(crate) fn peer_client(&self, channel: tonic::transport::Channel) -> NodeClient<tonic::transport::Channel> {
+    pub(crate) fn peer_client(&self, link: &Link) -> NodeClient<tonic::transport::Channel> {
         let max = self.inner.config.network.max_message_bytes();
-        NodeClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
+        NodeClient::new(link.channel.clone()).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    /// How this node names itself in requests to peers.
+    /// How this node names itself in requests to peers (a hint: peers
+    /// believe only the id our certificate proves).
     pub(crate) fn sender(&self) -> Sender {
         Sender { node_id: self.inner.node_id.clone(), address: self.inner.config.advertise.clone() }
     }

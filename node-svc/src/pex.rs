@@ -13,11 +13,12 @@ impl NodeHandle {
     /// Asks one random active peer for the peers it knows.
     pub async fn exchange_peers(&self) {
         let Some(addr) = self.peers().random_active() else { return };
-        let Some(channel) = self.dialer().peer(&addr) else { return };
-        let mut client = self.peer_client(channel);
+        let Some(link) = self.link(&addr) else { return };
+        let mut client = self.peer_client(&link);
         match tokio::time::timeout(self.config().ping_timeout, client.get_peers(GetPeersRequest { limit: ASK })).await {
             Ok(Ok(resp)) => {
-                // Relay only what the other side has itself reached.
+                // Relay only what the other side has itself reached; the ids
+                // it names are hints our own handshakes must confirm.
                 let learned = resp
                     .into_inner()
                     .peers

@@ -5,12 +5,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use p2p_proto::admin::admin_server::AdminServer;
 use p2p_proto::node::PeerSource;
 use p2p_proto::node::node_server::NodeServer;
+use p2p_proto::tls::{ClientTls, TlsIdentity};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminAuth, AdminService};
 use crate::chain::{Chain, ChainHandle};
 use crate::config::NodeConfig;
 use crate::error::Error;
@@ -23,11 +26,27 @@ use crate::{gossip, heartbeat, membership};
 /// How long in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: std::time::Duration = p2p_proto::serving::SHUTDOWN_GRACE;
 
+/// The sockets a node serves on: the public P2P port, and the operator's
+/// admin port (none: no admin API).
+#[derive(Debug)]
+pub struct Listeners {
+    pub p2p: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(p2p: TcpListener) -> Self {
+        Listeners { p2p, admin: None }
+    }
+}
+
 /// A node serving in the background.
 #[derive(Debug)]
 pub struct RunningNode {
     pub node: NodeHandle,
     pub local_addr: SocketAddr,
+    /// Where the admin API listens, if it does.
+    pub admin_addr: Option<SocketAddr>,
     task: JoinHandle<Result<(), Error>>,
     chain_thread: std::thread::JoinHandle<()>,
 }
@@ -45,18 +64,37 @@ impl RunningNode {
     }
 }
 
-/// Opens the node's identity and chain in `config.data_dir`, then serves on
-/// `listener` until `shutdown` fires.
+/// Opens the node's identity and chain in `config.data_dir`, then serves
+/// the P2P port (and the admin API, if given a listener for it) until
+/// `shutdown` fires.
 pub async fn spawn(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: NodeConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, Error> {
+    let Listeners { p2p: listener, admin: admin_listener } = listeners.into();
     p2p_proto::address::canonicalize(&config.advertise).map_err(|e| Error::invalid("advertise", e))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let (key, created) = p2p_proto::identity::load_or_create(&config.data_dir.join("node.key"))
         .map_err(|e| Error::Internal(e.to_string()))?;
+    // The certificate (a fresh key each start) proves the identity key.
+    let identity = if config.plaintext {
+        tracing::warn!(
+            "PLAINTEXT: node links are neither encrypted nor authenticated, and no request can be tied to a node; \
+             for local experiments only"
+        );
+        None
+    } else {
+        let identity = TlsIdentity::new(&key).map_err(|e| Error::Internal(e.to_string()))?;
+        p2p_proto::tls::write_cert_pem(&config.data_dir, &identity)
+            .map_err(|e| Error::Internal(format!("cannot write the TLS certificate: {e}")))?;
+        Some(identity)
+    };
+    let tls = match &identity {
+        Some(id) => ClientTls::Tls { identity: Some(id.clone()) },
+        None => ClientTls::Plaintext,
+    };
     let path = config.data_dir.join("chain.redb");
     let params = config.network.clone();
     let chain = tokio::task::spawn_blocking(move || Chain::open(&path, params))
@@ -80,16 +118,23 @@ pub async fn spawn(
         chain,
         peer_cache: Arc::new(peer_cache),
         sync,
+        tls,
         shutdown: shutdown.clone(),
     });
     let tip = node.chain().tip().await?;
     let local_addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     tracing::info!(
         node_id = node.node_id(), new_identity = created, %local_addr, advertise = %config.advertise,
-        network = %config.network.name, height = tip.height, tip = %hex::encode(tip.hash), "node starting"
+        network = %config.network.name, tls = !config.plaintext, height = tip.height, tip = %hex::encode(tip.hash),
+        "node starting"
     );
     for p in &config.peers {
-        node.peers().learn(p, PeerSource::Configured, None);
+        match p2p_proto::dial::Target::parse(p) {
+            Ok(t) => {
+                node.peers().learn(&t.address, PeerSource::Configured, t.node_id.as_deref());
+            }
+            Err(e) => tracing::warn!(peer = %p, error = %e, "configured peer ignored"),
+        }
     }
     // Peers that worked last time: rejoin even if no bootstrap answers.
     for p in &cached {
@@ -121,7 +166,15 @@ pub async fn spawn(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let close_all = CancellationToken::new();
-    let incoming = p2p_proto::conn::incoming(listener, config.conn, close_all.clone());
+    let incoming =
+        p2p_proto::conn::incoming(listener, config.conn, identity.map(|i| i.server_config()), close_all.clone());
+    let (admin_addr, admin_task) = match admin_listener {
+        Some(l) => {
+            let (addr, task) = serve_admin(l, &node, &config, shutdown.clone(), close_all.clone())?;
+            (Some(addr), Some(task))
+        }
+        None => (None, None),
+    };
     let server = config
         .conn
         .builder()
@@ -138,15 +191,52 @@ pub async fn spawn(
             let _ = t.await;
         }
         let _ = health_task.await;
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         task_node.tasks().close();
         task_node.tasks().wait().await;
         tracing::info!(node_id = task_node.node_id(), "node stopped");
         served.map_err(|e| Error::Internal(format!("server failed: {e}")))
     });
-    Ok(RunningNode { node, local_addr, task, chain_thread })
+    Ok(RunningNode { node, local_addr, admin_addr, task, chain_thread })
+}
+
+/// Starts the admin API on `listener` (plaintext: loopback, or a token;
+/// see [`crate::admin`]); returns its address and task.
+fn serve_admin(
+    listener: TcpListener,
+    node: &NodeHandle,
+    config: &NodeConfig,
+    shutdown: CancellationToken,
+    close_all: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let auth = AdminAuth::for_listener(addr, config.admin_token.as_deref(), &config.data_dir)
+        .map_err(|e| Error::Internal(format!("cannot write the admin cookie: {e}")))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the admin API listens beyond loopback: every call needs the token (plaintext; use a trusted network)");
+    }
+    tracing::info!(%addr, open = matches!(auth, AdminAuth::Open), "admin API listening");
+    let (reflection_v1, reflection_v1alpha) =
+        p2p_proto::serving::reflection().map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let service = AdminServer::with_interceptor(AdminService::new(node.clone()), move |r| auth.check(r));
+    let incoming = p2p_proto::conn::incoming(listener, config.conn, None, close_all.clone());
+    let server = config.conn.builder().add_service(reflection_v1).add_service(reflection_v1alpha).add_service(service);
+    let task = tokio::spawn(async move {
+        let serve = server.serve_with_incoming_shutdown(incoming, shutdown.cancelled());
+        if let Err(e) = p2p_proto::serving::serve_with_grace(serve, shutdown.clone(), close_all, SHUTDOWN_GRACE).await {
+            tracing::warn!(error = %e, "admin server failed");
+        }
+    });
+    Ok((addr, task))
 }
 
 /// Serves until `shutdown` fires and everything has stopped.
-pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
-    spawn(listener, config, shutdown).await?.join().await
+pub async fn run(
+    listeners: impl Into<Listeners>,
+    config: NodeConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    spawn(listeners, config, shutdown).await?.join().await
 }

@@ -6,9 +6,9 @@ use futures::Stream;
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
     Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
-    GetStatusRequest, GetStatusResponse, MineBlockRequest, MineBlockResponse, PingRequest, PingResponse,
-    SendBlockRequest, SendBlockResponse,
+    GetStatusRequest, GetStatusResponse, PingRequest, PingResponse, SendBlockRequest, SendBlockResponse,
 };
+use p2p_proto::tls::ConnInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::chain::{self, Hash, validate};
@@ -42,11 +42,10 @@ type BlockStream = Pin<Box<dyn Stream<Item = Result<PbBlock, Status>> + Send>>;
 #[tonic::async_trait]
 impl NodeRpc for NodeService {
     async fn send_block(&self, request: Request<SendBlockRequest>) -> Result<Response<SendBlockResponse>, Status> {
-        let remote = request.remote_addr();
+        let caller = self.node.caller(&ConnInfo::of(&request));
         let req = request.into_inner();
         let block = req.block.ok_or_else(|| Error::invalid("block", "is required"))?;
-        let sender = self.node.verified_sender(req.sender.as_ref(), remote);
-        let handled = self.node.receive_block(block, sender).await?;
+        let handled = self.node.receive_block(block, caller, req.sender.as_ref()).await?;
         Ok(Response::new(SendBlockResponse {
             outcome: handled.outcome as i32,
             message: convert::outcome_message(handled.outcome).into(),
@@ -66,7 +65,7 @@ impl NodeRpc for NodeService {
     type GetBlocksStream = BlockStream;
 
     async fn get_blocks(&self, request: Request<GetBlocksRequest>) -> Result<Response<BlockStream>, Status> {
-        let remote = request.remote_addr();
+        let client = ConnInfo::of(&request).ip();
         let req = request.into_inner();
         let max = self.node.config().max_blocks_per_request;
         let limit = match req.limit {
@@ -91,7 +90,7 @@ impl NodeRpc for NodeService {
         };
         // Held by the producer: a stream nobody reads gives its slot back
         // after the idle timeout.
-        let slot = self.node.block_streams().try_acquire(remote.map(|a| a.ip())).map_err(|refused| {
+        let slot = self.node.block_streams().try_acquire(client).map_err(|refused| {
             Error::ResourceExhausted(format!("{refused} (GetBlocks streams are capped per client and in total)"))
         })?;
         let max_bytes = match req.max_bytes {
@@ -156,17 +155,7 @@ impl NodeRpc for NodeService {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let remote = request.remote_addr();
-        Ok(Response::new(self.node.handle_ping(request.into_inner(), remote).await?))
-    }
-
-    async fn mine_block(&self, request: Request<MineBlockRequest>) -> Result<Response<MineBlockResponse>, Status> {
-        let mined = self.node.mine(request.into_inner().data).await?;
-        Ok(Response::new(MineBlockResponse {
-            block: Some(convert::block_to_proto(&mined.block)),
-            outcome: mined.outcome as i32,
-            attempts: mined.attempts,
-            elapsed_ms: mined.elapsed.as_millis() as u64,
-        }))
+        let caller = self.node.caller(&ConnInfo::of(&request));
+        Ok(Response::new(self.node.handle_ping(request.into_inner(), caller).await?))
     }
 }

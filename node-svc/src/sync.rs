@@ -87,13 +87,12 @@ impl Syncer {
 /// bytes (what we ask for is what we accept) and checked block by block as
 /// it arrives; at most two batches are in memory.
 pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
-    let channel = node
-        .dialer()
-        .peer(address)
+    let link = node
+        .link(address)
         .ok_or_else(|| Error::PeerUnavailable { peer: address.into(), reason: "cannot be dialed".into() })?;
     let _bulk = node.bulk_imports().begin();
     let max_message = node.config().network.max_message_bytes();
-    let client = node.peer_client(channel);
+    let client = node.peer_client(&link);
     let batch = node.config().sync_batch;
     let max_bytes = node.config().sync_batch_bytes.max(max_message as u64);
     let origin = Origin::Sync { from: address.to_string() };
@@ -119,7 +118,7 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
             Ok(f) => f,
             Err(Broken::Rules(why)) => {
                 // Costs the peer what an invalid block does.
-                node.misbehaved(Some(address), &why);
+                node.misbehaved(Some(&node.culprit_at(address)), &why);
                 return Err(Error::PeerUnavailable { peer: address.into(), reason: why });
             }
             Err(Broken::Failed(e)) => return Err(e),
@@ -140,7 +139,7 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
                 Ok(a) if a.outcome == Outcome::Orphan => disconnected = true,
                 Ok(_) => {}
                 Err(e) => {
-                    node.misbehaved(Some(address), &e.to_string());
+                    node.misbehaved(Some(&node.culprit_at(address)), &e.to_string());
                     pending.abort();
                     return Err(Error::InvalidBlock(e.clone()));
                 }
@@ -158,7 +157,7 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
             pending.abort();
             relocated += 1;
             if relocated > MAX_RELOCATES {
-                node.misbehaved(Some(address), "its GetBlocks answers never connect to our chain");
+                node.misbehaved(Some(&node.culprit_at(address)), "its GetBlocks answers never connect to our chain");
                 return Err(Error::PeerUnavailable {
                     peer: address.into(),
                     reason: format!("its answers did not connect to our chain after {MAX_RELOCATES} tries"),
@@ -183,7 +182,8 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
     // A Ping that claimed more work than the peer then served: a liar (or a
     // peer whose chain just shrank). Either way, stop believing the claim.
     if !held_back && claimed > after.work && node.peers().forget_claim(address) {
-        node.peers().penalize(address, UNBACKED_CLAIM_PENALTY, "claimed more work than it served", node.now_ms());
+        let culprit = node.culprit_at(address);
+        node.peers().penalize(&culprit, UNBACKED_CLAIM_PENALTY, "claimed more work than it served", node.now_ms());
     }
     Ok(total)
 }

@@ -14,14 +14,32 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use p2p_proto::admin::admin_client::AdminClient;
 use p2p_proto::bootstrap::bootstrap_client::BootstrapClient;
 use p2p_proto::dial::DialSettings;
+use p2p_proto::tls::ClientTls;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// How test clients dial.
 const TEST_DIAL: DialSettings = DialSettings::new(Duration::from_secs(5), Duration::from_secs(60));
+
+/// How a test client reaches a server: TLS without a certificate (an
+/// anonymous client, like grpcurl -insecure), or plaintext.
+pub fn client_tls(plaintext: bool) -> ClientTls {
+    if plaintext { ClientTls::Plaintext } else { ClientTls::anonymous() }
+}
+
+/// A connected channel to `endpoint` (`host:port`), retrying while the server starts.
+pub async fn connect(endpoint: &str, plaintext: bool) -> Channel {
+    let tls = client_tls(plaintext);
+    eventually(Duration::from_secs(10), "server accepts connections", || {
+        let tls = tls.clone();
+        async move { TEST_DIAL.connect(endpoint, &tls, None).await.ok().map(|l| l.channel) }
+    })
+    .await
+}
 
 /// A condition did not hold before its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +131,7 @@ impl ReservedPort {
 pub struct TestBootstrap {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    pub plaintext: bool,
     shutdown: CancellationToken,
     task: Option<JoinHandle<Result<(), bootstrap_svc::Error>>>,
 }
@@ -131,19 +150,26 @@ impl TestBootstrap {
     /// Starts a server on an already bound listener.
     pub async fn start_with(listener: tokio::net::TcpListener, config: bootstrap_svc::Config) -> Self {
         let addr = listener.local_addr().expect("local addr");
-        let data_dir = config.data_dir.clone();
+        let (data_dir, plaintext) = (config.data_dir.clone(), config.plaintext);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(bootstrap_svc::run(listener, config, shutdown.clone()));
-        TestBootstrap { addr, data_dir, shutdown, task: Some(task) }
+        TestBootstrap { addr, data_dir, plaintext, shutdown, task: Some(task) }
     }
 
+    /// `host:port`, what nodes are given as `--bootstrap`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.addr.to_string()
     }
 
-    /// A client connected to this server.
+    /// A client connected to this server (anonymous TLS unless it runs plaintext).
     pub async fn client(&self) -> BootstrapClient<Channel> {
-        connect_bootstrap(&self.endpoint()).await
+        BootstrapClient::new(connect(&self.endpoint(), self.plaintext).await)
+    }
+
+    /// The bootstrap's node id (what its certificate proves), from GetInfo.
+    pub async fn node_id(&self) -> String {
+        let info = self.client().await.get_info(p2p_proto::bootstrap::GetInfoRequest {}).await.expect("GetInfo");
+        info.into_inner().node_id
     }
 
     /// Shuts down gracefully and waits until the store is closed.
@@ -165,14 +191,18 @@ impl Drop for TestBootstrap {
     }
 }
 
-/// Connects to a bootstrap endpoint, retrying briefly while it starts.
+/// Connects to a TLS bootstrap endpoint, retrying briefly while it starts.
 pub async fn connect_bootstrap(endpoint: &str) -> BootstrapClient<Channel> {
-    let endpoint = endpoint.to_string();
-    eventually(Duration::from_secs(10), "bootstrap accepts connections", || {
-        let endpoint = endpoint.clone();
-        async move { TEST_DIAL.connect(&endpoint).await.ok().map(BootstrapClient::new) }
-    })
-    .await
+    BootstrapClient::new(connect(endpoint, false).await)
+}
+
+/// Bootstrap configuration for tests: no rate limits, lists nodes of the
+/// test network after verifying them.
+pub fn bootstrap_config(data_dir: &Path) -> bootstrap_svc::Config {
+    let mut cfg = bootstrap_svc::Config::new(data_dir);
+    cfg.disable_rate_limits();
+    cfg.network = test_network(8).name;
+    cfg
 }
 
 /// A node running in this process.
@@ -208,11 +238,14 @@ impl TestNode {
         Self::start_with(listener, make(addr)).await
     }
 
-    /// Starts a node on an already bound listener.
+    /// Starts a node on an already bound listener (and its admin API on a
+    /// loopback port of its own).
     pub async fn start_with(listener: tokio::net::TcpListener, config: crate::NodeConfig) -> Self {
         let addr = listener.local_addr().expect("local addr");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin listener");
         let shutdown = CancellationToken::new();
-        let running = crate::spawn(listener, config.clone(), shutdown.clone()).await.expect("node starts");
+        let listeners = crate::Listeners { p2p: listener, admin: Some(admin) };
+        let running = crate::spawn(listeners, config.clone(), shutdown.clone()).await.expect("node starts");
         TestNode { addr, config, shutdown, running: Some(running) }
     }
 
@@ -220,17 +253,30 @@ impl TestNode {
         &self.running.as_ref().expect("running").node
     }
 
+    /// `host:port` of the P2P port.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.addr.to_string()
     }
 
+    /// `host:port` of the admin API.
+    pub fn admin_endpoint(&self) -> String {
+        self.running.as_ref().and_then(|r| r.admin_addr).expect("the test node has an admin API").to_string()
+    }
+
+    /// An anonymous client of the P2P port (TLS without a certificate).
     pub async fn client(&self) -> p2p_proto::node::node_client::NodeClient<Channel> {
-        let endpoint = self.endpoint();
-        eventually(Duration::from_secs(10), "node accepts connections", || {
-            let endpoint = endpoint.clone();
-            async move { TEST_DIAL.connect(&endpoint).await.ok().map(p2p_proto::node::node_client::NodeClient::new) }
-        })
-        .await
+        p2p_proto::node::node_client::NodeClient::new(connect(&self.endpoint(), self.config.plaintext).await)
+    }
+
+    /// A client of the admin API (loopback: no token needed).
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(connect(&self.admin_endpoint(), true).await)
+    }
+
+    /// Mines a block carrying `data` through the admin API.
+    pub async fn mine(&self, data: &str) -> p2p_proto::admin::MineBlockResponse {
+        let req = p2p_proto::admin::MineBlockRequest { data: data.as_bytes().to_vec() };
+        self.admin().await.mine_block(req).await.expect("MineBlock").into_inner()
     }
 
     pub async fn height(&self) -> u64 {
@@ -292,9 +338,19 @@ impl TestNet {
     /// A bootstrap and `n` nodes configured by `make(data_dir, bound_addr,
     /// bootstrap_endpoint)`, returned as soon as they are started.
     pub async fn launch(n: usize, make: impl Fn(&Path, SocketAddr, &str) -> crate::NodeConfig) -> Self {
+        Self::launch_with(n, |_| {}, make).await
+    }
+
+    /// [`TestNet::launch`] with the bootstrap's configuration adjusted by
+    /// `tweak` (its network name, plaintext, ...).
+    pub async fn launch_with(
+        n: usize,
+        tweak: impl FnOnce(&mut bootstrap_svc::Config),
+        make: impl Fn(&Path, SocketAddr, &str) -> crate::NodeConfig,
+    ) -> Self {
         let bootstrap_dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = bootstrap_svc::Config::new(bootstrap_dir.path());
-        cfg.disable_rate_limits();
+        let mut cfg = bootstrap_config(bootstrap_dir.path());
+        tweak(&mut cfg);
         let bootstrap = TestBootstrap::start(cfg).await;
         let endpoint = bootstrap.endpoint();
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("temp dir")).collect();
@@ -328,14 +384,34 @@ pub async fn all_active(nodes: &[&TestNode]) {
     }
 }
 
-/// A channel to `endpoint` whose connection comes from `local_ip` (another
-/// loopback address such as 127.0.0.2), to act as a different host.
+/// An anonymous TLS channel to `endpoint` whose connection comes from
+/// `local_ip` (another loopback address such as 127.0.0.2), to act as a
+/// different host.
 pub async fn channel_from(endpoint: &str, local_ip: &str) -> Channel {
+    let config = ClientTls::anonymous().config(None).expect("tls config").expect("tls");
+    let connector =
+        p2p_proto::tls::Connector::new(config, Default::default()).from_local_ip(local_ip.parse().expect("local ip"));
     TEST_DIAL
         .endpoint(endpoint)
         .expect("endpoint")
-        .local_address(Some(local_ip.parse().expect("local ip")))
-        .connect()
+        .connect_with_connector(connector)
         .await
         .expect("connect from another loopback address")
+}
+
+/// A TLS channel presenting `key`'s certificate: a client that proves it is
+/// node `node_id(key)` (or impersonates nobody: the key is its own).
+pub async fn channel_as(endpoint: &str, key: &ed25519_dalek::SigningKey, local_ip: Option<&str>) -> Channel {
+    let identity = p2p_proto::tls::TlsIdentity::new(key).expect("tls identity");
+    let config = ClientTls::Tls { identity: Some(identity) }.config(None).expect("tls config").expect("tls");
+    let mut connector = p2p_proto::tls::Connector::new(config, Default::default());
+    if let Some(ip) = local_ip {
+        connector = connector.from_local_ip(ip.parse().expect("local ip"));
+    }
+    TEST_DIAL
+        .endpoint(endpoint)
+        .expect("endpoint")
+        .connect_with_connector(connector)
+        .await
+        .expect("connect with a certificate")
 }

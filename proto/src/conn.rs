@@ -1,6 +1,9 @@
 //! Accepting connections the way both servers do: capped in total and per
-//! client, closed when silent, and still accepting after the process runs
-//! out of file descriptors (EMFILE) without spinning on `accept`.
+//! client, closed when silent, still accepting after the process runs out of
+//! file descriptors (EMFILE) without spinning on `accept`, and (unless the
+//! server runs in plaintext) TLS with the handshake done off the accept
+//! loop, under a deadline, so a client that stalls its handshake holds up
+//! nobody else.
 //!
 //! tonic's own incoming stream logs accept errors and asks again at once,
 //! which at the fd limit is a busy loop that starves the workers; here an
@@ -17,9 +20,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::limits::{Slot, Slots};
+use crate::tls::{ConnInfo, PeerIdentity};
 
 /// Connection bounds of a server (flags `--max-connections`,
 /// `--max-connections-per-ip`, `--idle-timeout-secs`, `--ipv6-prefix`).
@@ -112,11 +116,117 @@ impl ConnArgs {
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// The accepted connections of `listener`, within `limits`. Cancelling
+/// How long a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The accepted connections of `listener`, within `limits`, each through a
+/// TLS handshake with `tls` unless it is None (plaintext). Cancelling
 /// `close_all` makes every connection accepted here fail its next read or
 /// write, so a server can end connections whose clients stopped reading
 /// (graceful shutdown alone would wait for them forever).
 pub fn incoming(
+    listener: TcpListener,
+    limits: ConnLimits,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    close_all: CancellationToken,
+) -> impl Stream<Item = io::Result<PeerConn>> + Send {
+    use futures::StreamExt;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    // Handshakes run side by side (at most one per connection slot), so a
+    // slow one delays nobody; a failed one is dropped here, not handed on.
+    accept(listener, limits, close_all)
+        .map(move |conn| {
+            let acceptor = acceptor.clone();
+            async move {
+                let conn = conn.ok()?;
+                let Some(acceptor) = acceptor else { return Some(Ok(PeerConn::Plain(conn))) };
+                let remote = conn.remote_addr();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(conn)).await {
+                    Ok(Ok(tls)) => {
+                        let peer = crate::tls::proven_identity(tls.get_ref().1.peer_certificates());
+                        Some(Ok(PeerConn::Tls(Box::new(tls), peer)))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(?remote, error = %e, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(?remote, "TLS handshake timed out");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(limits.max_connections.max(1))
+        .filter_map(futures::future::ready)
+}
+
+/// A connection as handlers see it: plaintext, or TLS with the identity
+/// the client proved (None when it presented no certificate).
+#[derive(Debug)]
+pub enum PeerConn {
+    Plain(Conn),
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>, Option<PeerIdentity>),
+}
+
+impl Connected for PeerConn {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        match self {
+            PeerConn::Plain(c) => ConnInfo { remote: c.remote_addr(), peer: None },
+            PeerConn::Tls(t, peer) => ConnInfo { remote: t.get_ref().0.remote_addr(), peer: peer.clone() },
+        }
+    }
+}
+
+impl AsyncRead for PeerConn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerConn::Plain(c) => Pin::new(c).poll_read(cx, buf),
+            PeerConn::Tls(t, _) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerConn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerConn::Plain(c) => Pin::new(c).poll_write(cx, buf),
+            PeerConn::Tls(t, _) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerConn::Plain(c) => Pin::new(c).poll_flush(cx),
+            PeerConn::Tls(t, _) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerConn::Plain(c) => Pin::new(c).poll_shutdown(cx),
+            PeerConn::Tls(t, _) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerConn::Plain(c) => Pin::new(c).poll_write_vectored(cx, bufs),
+            PeerConn::Tls(t, _) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            PeerConn::Plain(c) => c.is_write_vectored(),
+            PeerConn::Tls(t, _) => t.is_write_vectored(),
+        }
+    }
+}
+
+/// The accepted TCP connections of `listener`, within `limits`.
+fn accept(
     listener: TcpListener,
     limits: ConnLimits,
     close_all: CancellationToken,
@@ -190,13 +300,6 @@ impl Conn {
     }
 }
 
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if let Poll::Ready(e) = self.poll_closed(cx) {
@@ -266,7 +369,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = ConnLimits { max_per_client: 2, idle_timeout: Duration::from_millis(300), ..Default::default() };
-        let mut accepted = Box::pin(incoming(listener, limits, CancellationToken::new()));
+        let mut accepted = Box::pin(accept(listener, limits, CancellationToken::new()));
         let a = TcpStream::connect(addr).await.unwrap();
         let conn_a = accepted.next().await.unwrap().unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();

@@ -3,7 +3,7 @@
 //! that registration signatures cover, and how a node id is derived.
 //!
 //! # Layout
-//! - [`bootstrap`] / [`node`]: generated messages, clients and servers.
+//! - [`bootstrap`] / [`node`] / [`admin`]: generated messages, clients and servers.
 //! - [`address`]: parsing and validating `host:port` peer addresses.
 //! - [`conn`] / [`limits`]: accepting connections within caps; per-client slots.
 //! - [`dial`]: the one way every client builds a channel to a server.
@@ -14,6 +14,7 @@
 //! - [`serving`]: what both servers serve besides their own service
 //!   (reflection, health) and how their binaries start and stop.
 //! - [`storage`]: a redb database that reports failures and is reopened.
+//! - [`tls`]: TLS 1.3 links whose certificates prove a node id (libp2p's design).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 
 pub mod address;
@@ -25,19 +26,40 @@ pub mod limits;
 pub mod serving;
 pub mod signing;
 pub mod storage;
+pub mod tls;
 pub mod work;
 
-/// `p2p.bootstrap.v1`: the registry service.
-pub mod bootstrap {
-    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
-    tonic::include_proto!("p2p.bootstrap.v1");
+/// The generated code, nested as the protobuf packages are (admin.proto
+/// refers to node.proto's messages by relative path).
+pub mod pb {
+    pub mod p2p {
+        pub mod bootstrap {
+            pub mod v1 {
+                #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+                tonic::include_proto!("p2p.bootstrap.v1");
+            }
+        }
+        pub mod node {
+            pub mod v1 {
+                #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+                tonic::include_proto!("p2p.node.v1");
+            }
+        }
+        pub mod admin {
+            pub mod v1 {
+                #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+                tonic::include_proto!("p2p.admin.v1");
+            }
+        }
+    }
 }
 
+/// `p2p.admin.v1`: a node's operator API (its own listener).
+pub use pb::p2p::admin::v1 as admin;
+/// `p2p.bootstrap.v1`: the registry service.
+pub use pb::p2p::bootstrap::v1 as bootstrap;
 /// `p2p.node.v1`: the chain node service.
-pub mod node {
-    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
-    tonic::include_proto!("p2p.node.v1");
-}
+pub use pb::p2p::node::v1 as node;
 
 /// Encoded `FileDescriptorSet` of both services, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/p2p_descriptor.bin"));

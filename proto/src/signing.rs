@@ -137,6 +137,11 @@ pub fn node_id(public_key: &[u8]) -> String {
     hex::encode(&digest[..20])
 }
 
+/// Whether `s` is spelled like a node id (40 lowercase hex characters).
+pub fn is_node_id(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

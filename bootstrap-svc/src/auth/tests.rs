@@ -20,7 +20,11 @@ fn code(r: Result<(), Error>) -> Option<Code> {
 }
 
 fn owner(public_key: &[u8], last: u64) -> Owner<'_> {
-    Owner { public_key, last_signed_ts_ms: last, registrant_ip: "10.0.0.1" }
+    Owner { public_key, last_signed_ts_ms: last, registrant_ip: "10.0.0.1", pending: false }
+}
+
+fn pending_owner(public_key: &[u8], last: u64) -> Owner<'_> {
+    Owner { pending: true, ..owner(public_key, last) }
 }
 
 proptest! {
@@ -32,6 +36,19 @@ proptest! {
         let other = SignedClaim { public_key: pk(&key(b)), timestamp_ms: ts };
         prop_assert_eq!(code(may_register(&o, Some(&other), "10.0.0.1", "a:1")), Some(Code::PermissionDenied));
         prop_assert_eq!(code(may_register(&o, None, "10.0.0.1", "a:1")), Some(Code::PermissionDenied));
+    }
+
+    #[test]
+    fn any_key_may_claim_a_pending_registration_but_no_unsigned_request_may(a in 0u8..=255, b in 1u8..=255, ts in any::<u64>(), last in any::<u64>(), ip in "[0-9.]{1,15}") {
+        prop_assume!(a != b);
+        // a == 0 stands for an unsigned pending registration.
+        let owner_key = if a == 0 { Vec::new() } else { pk(&key(a)) };
+        let o = pending_owner(&owner_key, last);
+        let claim = SignedClaim { public_key: pk(&key(b)), timestamp_ms: ts };
+        prop_assert!(may_register(&o, Some(&claim), &ip, "a:1").is_ok(), "a key takes over an unverified claim");
+        if a != 0 {
+            prop_assert_eq!(code(may_register(&o, None, &ip, "a:1")), Some(Code::PermissionDenied));
+        }
     }
 
     #[test]

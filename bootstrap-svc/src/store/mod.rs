@@ -20,6 +20,8 @@ pub struct RegisterCmd {
     pub claim: Option<SignedClaim>,
     pub ttl_secs: u32,
     pub client_ip: String,
+    /// List it only once its address is verified (false: list at once).
+    pub verify: bool,
 }
 
 /// What a Register did.
@@ -39,6 +41,27 @@ pub struct RemoveCmd {
     /// ([`crate::auth::may_remove`]).
     pub verified_key: Option<Vec<u8>>,
     pub client_ip: String,
+}
+
+/// A registration awaiting verification, as the verifier sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCheck {
+    pub address: String,
+    /// The key the registration is bound to (empty: unsigned); the outcome
+    /// applies only if it is still the owner when the outcome is recorded.
+    pub public_key: Vec<u8>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// What the verifier found at a pending registration's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// A node of this network answered, proving `node_id` (the key's id for
+    /// a key-bound registration): list it.
+    Passed { node_id: String },
+    /// Nothing answered as required: try again at `retry_at_ms`.
+    Failed { retry_at_ms: u64 },
 }
 
 /// One page of peers.
@@ -76,12 +99,27 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
     /// Registrations held, including expired ones not yet purged.
     async fn count(&self) -> Result<u64, Error>;
 
-    /// Up to `limit` live peers with addresses after `after`, in address
-    /// order, scanning a bounded number of entries.
-    async fn page(&self, after: Option<String>, limit: usize, exclude: Option<String>) -> Result<Page, Error>;
+    /// Up to `limit` live listed peers (and pending ones too with
+    /// `include_pending`) with addresses after `after`, in address order,
+    /// scanning a bounded number of entries.
+    async fn page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        exclude: Option<String>,
+        include_pending: bool,
+    ) -> Result<Page, Error>;
 
     /// A uniform random sample of up to `limit` live peers (and the total).
     async fn sample(&self, limit: usize, exclude: Option<String>) -> Result<(Vec<Peer>, u64), Error>;
+
+    /// Up to `max` live pending registrations whose verification is due,
+    /// the longest-waiting first.
+    async fn due_verifications(&self, max: usize) -> Result<Vec<PendingCheck>, Error>;
+
+    /// Records what the verifier found; ignored when the registration is
+    /// gone, listed already or bound to another key by now.
+    async fn record_verification(&self, check: PendingCheck, outcome: Verification) -> Result<(), Error>;
 
     /// Changes committed from now on.
     fn subscribe(&self) -> broadcast::Receiver<PeerEvent>;

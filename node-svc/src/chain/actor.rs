@@ -23,7 +23,7 @@ const EVENT_BUFFER: usize = 1024;
 pub enum Origin {
     /// Mined by this node.
     Local,
-    /// Gossiped by a peer (its canonical address), or anonymously.
+    /// Gossiped by a peer (the node id its TLS handshake proved), or anonymously.
     Gossip { from: Option<String> },
     /// Downloaded from this peer while syncing.
     Sync { from: String },
@@ -32,7 +32,8 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The peer that already has these blocks, if known.
+    /// The peer that already has these blocks, if known: a node id
+    /// (gossip) or an address (sync), as [`crate::peers::PeerTable::gossip_targets`] takes it.
     pub fn peer(&self) -> Option<&str> {
         match self {
             Origin::Gossip { from: Some(p) } | Origin::Sync { from: p } => Some(p),

@@ -8,7 +8,14 @@ use p2p_proto::node::{PeerSource, PeerState};
 #[derive(Debug, Clone)]
 pub struct PeerEntry {
     pub address: String,
+    /// Who should be at `address`: proven in a TLS handshake we made when
+    /// `verified`; otherwise what the bootstrap, a peer or the operator said,
+    /// which our next handshake must prove.
     pub node_id: String,
+    pub verified: bool,
+    /// How far the unverified `node_id` is trusted, by its source (see
+    /// [`super::table::id_trust`]); a better source may correct it.
+    pub id_trust: u8,
     pub state: PeerState,
     pub source: PeerSource,
     pub last_seen_ms: u64,
@@ -27,6 +34,8 @@ impl PeerEntry {
         PeerEntry {
             address,
             node_id: node_id.to_string(),
+            verified: false,
+            id_trust: super::table::id_trust(source),
             state: PeerState::Connecting,
             source,
             last_seen_ms: 0,

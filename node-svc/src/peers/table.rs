@@ -3,7 +3,13 @@
 //! Pure bookkeeping: no network, no channels, no runtime. Time comes in as
 //! arguments and randomness from a seeded generator, so it is unit-tested
 //! directly and a simulator can drive it. The tasks that dial peers ask the
-//! [`super::Dialer`] for a channel to an address this table hands out.
+//! [`super::Dialer`] for a link to an address this table hands out.
+//!
+//! Entries are addresses (what we dial), each with the node id that should
+//! answer there: verified once our own handshake proved it. Scores and bans
+//! key on the culprit: a node id a handshake proved (inbound or outbound),
+//! or, without TLS, the address we dialed. Nobody is scored for what
+//! someone else claimed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -28,6 +34,20 @@ pub const BAN_DURATION_MS: u64 = 10 * 60 * 1000;
 const MAX_SELF_ALIASES: usize = 64;
 /// Bans remembered at most; when full, the ban ending soonest is lifted early.
 pub const MAX_BANS: usize = 4096;
+/// Scores remembered at most; when full, the mildest is forgotten.
+pub const MAX_SCORES: usize = 4096;
+
+/// How far a node id given for an address is believed, by who gave it: the
+/// operator over the bootstrap (or our own earlier handshakes, cached) over
+/// what a peer said. A better source may correct a hint; nothing corrects
+/// an id our own handshake proved.
+pub fn id_trust(source: PeerSource) -> u8 {
+    match source {
+        PeerSource::Configured => 3,
+        PeerSource::Bootstrap | PeerSource::Cached => 2,
+        _ => 1,
+    }
+}
 
 /// The table. Shared by reference; all methods take `&self`.
 #[derive(Debug)]
@@ -45,9 +65,12 @@ struct Inner {
     backoffs: HashMap<String, ExponentialBackoff>,
     /// Addresses found to be this node itself (by node id), oldest first.
     self_aliases: VecDeque<String>,
-    /// Banned addresses and when each ban ends. Kept apart from `peers` so
-    /// bans never take a slot of the table or of the inbound share.
+    /// Banned culprits (node ids, or addresses without TLS) and when each
+    /// ban ends. Kept apart from `peers` so bans never take a slot of the
+    /// table or of the inbound share.
     bans: HashMap<String, u64>,
+    /// Misbehaviour scores by culprit (only non-zero ones are kept).
+    scores: HashMap<String, i32>,
     rng: StdRng,
 }
 
@@ -60,6 +83,7 @@ impl PeerTable {
             backoffs: HashMap::new(),
             self_aliases: VecDeque::new(),
             bans: HashMap::new(),
+            scores: HashMap::new(),
             rng: StdRng::seed_from_u64(seed),
         };
         PeerTable { inner: Mutex::new(inner), own_address, own_node_id, limits }
@@ -69,25 +93,40 @@ impl PeerTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a peer we heard of; returns true if it is new. Our own address,
-    /// known aliases of ourselves, banned and invalid addresses are ignored.
-    /// A node id given here fills in an unknown one but never replaces the
-    /// one the peer itself answered with.
+    /// Adds a peer we heard of; returns true if it is new. Our own address
+    /// or id, known aliases of ourselves, banned addresses and ids, ids
+    /// already verified at another address, and invalid addresses are
+    /// ignored. `node_id` is who should answer at `address`: it fills in an
+    /// unknown one, and corrects one from a less trusted source
+    /// ([`id_trust`]), but never one our own handshake proved.
     pub fn learn(&self, address: &str, source: PeerSource, node_id: Option<&str>) -> bool {
         let Ok(address) = p2p_proto::address::canonicalize(address) else { return false };
+        let node_id = node_id.filter(|id| !id.is_empty());
         if address == self.own_address || node_id.is_some_and(|id| id == self.own_node_id) {
             return false;
         }
         let mut inner = self.lock();
-        if inner.self_aliases.contains(&address) || inner.bans.contains_key(&address) {
+        if inner.self_aliases.contains(&address)
+            || inner.bans.contains_key(&address)
+            || node_id.is_some_and(|id| inner.bans.contains_key(id))
+        {
             return false;
         }
         if let Some(p) = inner.peers.get_mut(&address) {
-            if let Some(id) = node_id.filter(|id| !id.is_empty())
-                && p.node_id.is_empty()
+            if let Some(id) = node_id
+                && !p.verified
+                && p.node_id != id
+                && (p.node_id.is_empty() || id_trust(source) > p.id_trust)
             {
                 p.node_id = id.to_string();
+                p.id_trust = id_trust(source);
             }
+            return false;
+        }
+        if let Some(id) = node_id
+            && inner.peers.values().any(|p| p.verified && p.node_id == id)
+        {
+            // A node we already reach elsewhere: one entry per node.
             return false;
         }
         if source == PeerSource::Inbound {
@@ -100,17 +139,19 @@ impl PeerTable {
         if inner.peers.len() >= self.limits.max_peers && !inner.evict_one(|p| p.source != PeerSource::Configured) {
             return false;
         }
-        tracing::info!(peer = %address, source = ?source, "peer learned");
+        tracing::info!(peer = %address, source = ?source, node_id = node_id.unwrap_or(""), "peer learned");
         let entry = PeerEntry::new(address.clone(), node_id.unwrap_or_default(), source);
         inner.peers.insert(address, entry);
         true
     }
 
     /// Records a successful exchange *we* started (our ping answered by
-    /// whoever listens at `address`); inbound claims never come here. If the
-    /// peer turns out to be this node (same node id under another address),
-    /// the address is remembered as an alias of ourselves.
-    pub fn alive(&self, address: &str, tip: PeerTip, now_ms: u64) {
+    /// whoever listens at `address`); inbound claims never come here.
+    /// `proven` says the tip's node id was proven by our TLS handshake (in
+    /// plaintext it is only what the answer said). If the peer turns out to
+    /// be this node (same node id under another address), the address is
+    /// remembered as an alias of ourselves; a banned node is dropped.
+    pub fn alive(&self, address: &str, tip: PeerTip, proven: bool, now_ms: u64) {
         let mut inner = self.lock();
         if tip.node_id == self.own_node_id {
             inner.remove(address);
@@ -123,17 +164,24 @@ impl PeerTable {
             tracing::info!(peer = %address, "peer is this node itself; dropped");
             return;
         }
+        if inner.bans.get(&tip.node_id).is_some_and(|until| now_ms < *until) {
+            inner.remove(address);
+            tracing::info!(peer = %address, node_id = %tip.node_id, "peer is a banned node; dropped");
+            return;
+        }
         inner.backoffs.remove(address);
         let Some(p) = inner.peers.get_mut(address) else { return };
         if p.state != PeerState::Active {
-            tracing::info!(peer = %address, from = ?p.state, "peer state -> Active");
+            tracing::info!(peer = %address, from = ?p.state, node_id = %tip.node_id, verified = proven, "peer state -> Active");
         }
         p.state = PeerState::Active;
         p.failures = 0;
         p.next_attempt_ms = 0;
         p.last_seen_ms = now_ms;
-        if !tip.node_id.is_empty() {
+        // An answer without a handshake never overrides a proven id.
+        if !tip.node_id.is_empty() && (proven || !p.verified) {
             p.node_id = tip.node_id;
+            p.verified = proven;
         }
         p.best_height = tip.height;
         p.best_tip = tip.tip;
@@ -176,35 +224,65 @@ impl PeerTable {
         }
     }
 
-    /// Lowers a peer's score; at [`BAN_SCORE`] it is banned for
-    /// [`BAN_DURATION_MS`]: dropped from the table (so it holds no slot) and
-    /// remembered in the bounded ban list. Returns true if this banned it.
-    /// Only for misbehaviour seen on exchanges we started (sync, pings, peer
-    /// exchange): an inbound claim could have been made by anyone.
-    pub fn penalize(&self, address: &str, amount: i32, why: &str, now_ms: u64) -> bool {
+    /// Lowers `culprit`'s score (a node id a handshake proved, or without
+    /// TLS the address we dialed); at [`BAN_SCORE`] it is banned for
+    /// [`BAN_DURATION_MS`]. Returns true if this banned it. Only for what
+    /// the culprit itself sent: never for what someone claimed about it.
+    pub fn penalize(&self, culprit: &str, amount: i32, why: &str, now_ms: u64) -> bool {
         let mut inner = self.lock();
-        let Some(p) = inner.peers.get_mut(address) else { return false };
-        p.score = p.score.saturating_add(amount);
-        tracing::warn!(peer = %address, score = p.score, reason = why, "peer misbehaved");
-        if p.score > BAN_SCORE {
-            return false;
-        }
-        inner.remove(address);
-        if inner.bans.len() >= MAX_BANS {
-            let soonest = inner.bans.iter().min_by_key(|(a, until)| (**until, (*a).clone())).map(|(a, _)| a.clone());
-            if let Some(a) = soonest {
-                inner.bans.remove(&a);
+        let score = {
+            let s = inner.scores.entry(culprit.to_string()).or_insert(0);
+            *s = s.saturating_add(amount);
+            *s
+        };
+        tracing::warn!(peer = %culprit, score, reason = why, "peer misbehaved");
+        if inner.scores.len() > MAX_SCORES {
+            // Forget the mildest record (never the one just made).
+            let mildest = inner
+                .scores
+                .iter()
+                .filter(|(k, _)| k.as_str() != culprit)
+                .max_by_key(|(k, v)| (**v, (*k).clone()))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = mildest {
+                inner.scores.remove(&k);
             }
         }
-        let until = now_ms + BAN_DURATION_MS;
-        inner.bans.insert(address.to_string(), until);
-        tracing::warn!(peer = %address, until_ms = until, "peer state -> Banned");
+        if score > BAN_SCORE {
+            return false;
+        }
+        inner.ban(culprit, now_ms + BAN_DURATION_MS);
         true
     }
 
-    /// Whether `address` is banned now.
+    /// Bans `culprit` (a node id or an address) until `until_ms`, as an
+    /// operator does; returns when the ban ends.
+    pub fn ban(&self, culprit: &str, until_ms: u64) -> u64 {
+        self.lock().ban(culprit, until_ms);
+        until_ms
+    }
+
+    /// Lifts a ban (and forgets the score); true if there was one.
+    pub fn unban(&self, culprit: &str) -> bool {
+        let mut inner = self.lock();
+        inner.scores.remove(culprit);
+        let lifted = inner.bans.remove(culprit).is_some();
+        if lifted {
+            tracing::info!(peer = %culprit, "ban lifted by the operator");
+        }
+        lifted
+    }
+
+    /// Whether `address`, or the node our handshake proved is there, is banned now.
     pub fn is_banned(&self, address: &str, now_ms: u64) -> bool {
-        self.lock().bans.get(address).is_some_and(|until| now_ms < *until)
+        let inner = self.lock();
+        let banned = |key: &str| inner.bans.get(key).is_some_and(|until| now_ms < *until);
+        banned(address) || inner.peers.get(address).is_some_and(|p| p.verified && banned(&p.node_id))
+    }
+
+    /// Whether the node `node_id` is banned now.
+    pub fn is_node_banned(&self, node_id: &str, now_ms: u64) -> bool {
+        self.lock().bans.get(node_id).is_some_and(|until| now_ms < *until)
     }
 
     /// Lifts the bans that have run out (the heartbeat calls this each
@@ -213,19 +291,38 @@ impl PeerTable {
     pub fn expire_bans(&self, now_ms: u64) -> usize {
         let mut inner = self.lock();
         let before = inner.bans.len();
-        inner.bans.retain(|address, until| {
+        let mut lifted = Vec::new();
+        inner.bans.retain(|culprit, until| {
             let keep = now_ms < *until;
             if !keep {
-                tracing::info!(peer = %address, "ban expired");
+                tracing::info!(peer = %culprit, "ban expired");
+                lifted.push(culprit.clone());
             }
             keep
         });
+        for culprit in lifted {
+            inner.scores.remove(&culprit);
+        }
         before - inner.bans.len()
     }
 
     /// Bans in force (or not yet expired by [`PeerTable::expire_bans`]).
     pub fn ban_count(&self) -> usize {
         self.lock().bans.len()
+    }
+
+    /// The node id expected at `address` (proven or not), if any.
+    pub fn node_id_of(&self, address: &str) -> Option<String> {
+        self.lock().peers.get(address).map(|p| p.node_id.clone()).filter(|id| !id.is_empty())
+    }
+
+    /// Where to reach the node `node_id`: the address our handshake proved
+    /// it at, else one it was said to be at.
+    pub fn address_of(&self, node_id: &str) -> Option<String> {
+        let inner = self.lock();
+        let mut candidates: Vec<&PeerEntry> = inner.peers.values().filter(|p| p.node_id == node_id).collect();
+        candidates.sort_by_key(|p| (!p.verified, p.address.clone()));
+        candidates.first().map(|p| p.address.clone())
     }
 
     pub fn forget(&self, address: &str) {
@@ -296,11 +393,13 @@ impl PeerTable {
             .collect()
     }
 
-    /// Up to `fanout` random usable peers except `except`, for gossip.
+    /// Up to `fanout` random usable peers except `except` (the peer a block
+    /// came from: its address, or its node id), for gossip.
     pub fn gossip_targets(&self, except: Option<&str>, fanout: usize) -> Vec<String> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let usable = sorted(inner.peers.values().filter(|p| p.is_usable() && Some(p.address.as_str()) != except));
+        let skip = |p: &PeerEntry| except.is_some_and(|e| p.address == e || p.node_id == e);
+        let usable = sorted(inner.peers.values().filter(|p| p.is_usable() && !skip(p)));
         usable.choose_multiple(&mut inner.rng, fanout).map(|p| p.address.clone()).collect()
     }
 
@@ -344,18 +443,26 @@ impl PeerTable {
         self.lock().peers.values().filter(|p| p.state == PeerState::Active).count()
     }
 
-    /// Every peer, and every banned address (state Banned), in address order.
+    /// Every peer with its score, and every ban (state Banned; a banned
+    /// node id has no address), in address order.
     pub fn snapshot(&self) -> Vec<PeerEntry> {
         let inner = self.lock();
-        let mut v: Vec<PeerEntry> = inner.peers.values().cloned().collect();
-        v.extend(inner.bans.iter().map(|(address, until)| {
-            let mut e = PeerEntry::new(address.clone(), "", PeerSource::Unspecified);
+        let score = |p: &PeerEntry| {
+            let by_id = if p.verified { inner.scores.get(&p.node_id).copied() } else { None };
+            by_id.or_else(|| inner.scores.get(&p.address).copied()).unwrap_or(0)
+        };
+        let mut v: Vec<PeerEntry> = inner.peers.values().map(|p| PeerEntry { score: score(p), ..p.clone() }).collect();
+        v.extend(inner.bans.iter().map(|(culprit, until)| {
+            let is_id = p2p_proto::signing::is_node_id(culprit);
+            let (address, node_id) = if is_id { ("", culprit.as_str()) } else { (culprit.as_str(), "") };
+            let mut e = PeerEntry::new(address.to_string(), node_id, PeerSource::Unspecified);
+            e.verified = is_id;
             e.state = PeerState::Banned;
-            e.score = BAN_SCORE;
+            e.score = inner.scores.get(culprit).copied().unwrap_or(BAN_SCORE);
             e.banned_until_ms = *until;
             e
         }));
-        v.sort_by(|a, b| a.address.cmp(&b.address));
+        v.sort_by(|a, b| (&a.address, &a.node_id).cmp(&(&b.address, &b.node_id)));
         v
     }
 
@@ -376,6 +483,38 @@ fn sorted<'a>(peers: impl Iterator<Item = &'a PeerEntry>) -> Vec<&'a PeerEntry> 
 }
 
 impl Inner {
+    /// Bans `culprit` until `until_ms` and drops its entries: the address
+    /// itself, or every entry where our handshake proved that node id (whose
+    /// addresses are banned with it: the node listens there, so nobody else
+    /// does).
+    fn ban(&mut self, culprit: &str, until_ms: u64) {
+        let gone: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.address == culprit || (p.verified && p.node_id == culprit))
+            .map(|p| p.address.clone())
+            .collect();
+        for a in &gone {
+            self.remove(a);
+            if a != culprit {
+                self.insert_ban(a, until_ms);
+            }
+        }
+        self.insert_ban(culprit, until_ms);
+        tracing::warn!(peer = %culprit, until_ms, "peer state -> Banned");
+    }
+
+    /// Records a ban; when the list is full the ban ending soonest goes.
+    fn insert_ban(&mut self, key: &str, until_ms: u64) {
+        if !self.bans.contains_key(key) && self.bans.len() >= MAX_BANS {
+            let soonest = self.bans.iter().min_by_key(|(a, until)| (**until, (*a).clone())).map(|(a, _)| a.clone());
+            if let Some(a) = soonest {
+                self.bans.remove(&a);
+            }
+        }
+        self.bans.insert(key.to_string(), until_ms);
+    }
+
     fn remove(&mut self, address: &str) -> bool {
         self.backoffs.remove(address);
         self.peers.remove(address).is_some()

@@ -3,19 +3,14 @@
 //! grpcurl, stop node3, mine more, start node3 again, it catches up; Ctrl-C
 //! (SIGINT) stops everything.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use node_svc::testkit::eventually;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::binary;
 use crate::grpcurl::tool_available;
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    exe.parent().and_then(|d| d.parent()).expect("target dir").join(name)
-}
 
 async fn p2pctl(args: &[&str]) -> Option<serde_json::Value> {
     let out = tokio::process::Command::new(binary("p2pctl")).arg("--json").args(args).output().await.ok()?;
@@ -69,14 +64,15 @@ async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
     let nodes: Vec<String> =
         ["node1", "node2", "node3"].iter().map(|n| field(n, "endpoint").as_str().unwrap().to_string()).collect();
     let bootstrap = field("bootstrap", "endpoint").as_str().unwrap().to_string();
+    let admin1 = field("node1", "admin").as_str().expect("node1's admin API is listed").to_string();
     assert!(node3_cmd.contains(&nodes[2]), "node3 restarts on the port it had: {node3_cmd:?}");
 
-    eventually(Duration::from_secs(60), "three nodes registered", || async {
+    eventually(Duration::from_secs(60), "three nodes registered and verified", || async {
         let v = p2pctl(&["--bootstrap", &bootstrap, "bootstrap", "peers"]).await?;
         (v["peers"].as_array()?.len() == 3).then_some(())
     })
     .await;
-    let mined = p2pctl(&["--node", &nodes[0], "node", "mine", "hello devnet"]).await.expect("mine on node1");
+    let mined = p2pctl(&["--admin", &admin1, "node", "mine", "hello devnet"]).await.expect("mine on node1");
     let hash = mined["block"]["hash"].as_str().unwrap().to_string();
     for n in &nodes[1..] {
         eventually(Duration::from_secs(30), &format!("{n} has the block (p2pctl)"), || async {
@@ -87,7 +83,7 @@ async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
     if tool_available("grpcurl", "-version") {
         for n in &nodes[1..] {
             let out = tokio::process::Command::new("grpcurl")
-                .args(["-plaintext", n, "p2p.node.v1.Node/GetStatus"])
+                .args(["-insecure", n, "p2p.node.v1.Node/GetStatus"])
                 .output()
                 .await
                 .unwrap();
@@ -107,7 +103,7 @@ async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
     assert!(std::process::Command::new("kill").args(["-TERM", &node3.to_string()]).status().unwrap().success());
     eventually(Duration::from_secs(15), "node3 exited", || async { (!alive(node3)).then_some(()) }).await;
     for i in 0..3 {
-        p2pctl(&["--node", &nodes[0], "node", "mine", &format!("while node3 is down {i}")]).await.expect("mine");
+        p2pctl(&["--admin", &admin1, "node", "mine", &format!("while node3 is down {i}")]).await.expect("mine");
     }
     let mut restarted = tokio::process::Command::new(&node3_cmd[0])
         .args(&node3_cmd[1..])

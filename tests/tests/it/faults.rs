@@ -12,9 +12,7 @@ const BITS: u32 = 8;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn bootstrap_config(dir: &tempfile::TempDir) -> bootstrap_svc::Config {
-    let mut c = bootstrap_svc::Config::new(dir.path());
-    c.disable_rate_limits();
-    c
+    node_svc::testkit::bootstrap_config(dir.path())
 }
 
 #[tokio::test]
@@ -165,14 +163,20 @@ async fn inbound_limits_hold_under_a_burst_of_new_peers() {
         c
     })
     .await;
-    let client = node.client().await;
     let genesis = node.node().chain().genesis_hash().to_vec();
-    let pings = (0..40).map(|i| {
-        let mut c = client.clone();
+    let endpoint = node.endpoint();
+    // Forty nodes, each proving an identity of its own, name their addresses.
+    let pings = (0..40u8).map(|i| {
         let genesis = genesis.clone();
+        let endpoint = endpoint.clone();
         async move {
+            let key = ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32]);
+            let id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
+            let mut c = p2p_proto::node::node_client::NodeClient::new(
+                node_svc::testkit::channel_as(&endpoint, &key, None).await,
+            );
             c.ping(PingRequest {
-                sender: Some(Sender { node_id: format!("burst{i}"), address: format!("127.0.0.1:{}", 40000 + i) }),
+                sender: Some(Sender { node_id: id, address: format!("127.0.0.1:{}", 40000 + u32::from(i)) }),
                 height: 0,
                 tip_hash: vec![],
                 cumulative_work: vec![],

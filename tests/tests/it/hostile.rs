@@ -11,11 +11,12 @@ use node_svc::chain::Block;
 use node_svc::chain::testing::{chain_of, extend_with};
 use node_svc::convert::block_to_proto;
 use node_svc::testkit::{TestNode, eventually, node_config, test_network};
+use p2p_proto::admin::MineBlockRequest;
 use p2p_proto::node::node_server::{Node, NodeServer};
 use p2p_proto::node::{
     Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
-    GetStatusRequest, GetStatusResponse, MineBlockRequest, MineBlockResponse, PeerState, PingRequest, PingResponse,
-    SendBlockRequest, SendBlockResponse, Sender,
+    GetStatusRequest, GetStatusResponse, PeerState, PingRequest, PingResponse, SendBlockRequest, SendBlockResponse,
+    Sender,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -78,13 +79,12 @@ impl Node for FakePeer {
             ..Default::default()
         }))
     }
-    async fn mine_block(&self, _: Request<MineBlockRequest>) -> Result<Response<MineBlockResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
 }
 
 struct Fake {
     addr: String,
+    /// The node id its TLS certificate proves.
+    node_id: String,
     calls: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
@@ -95,21 +95,26 @@ impl Drop for Fake {
     }
 }
 
+/// A hostile node with an identity of its own, speaking TLS like any node.
 async fn fake_peer(serve: Serve) -> Fake {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
+    let tls = p2p_proto::tls::TlsIdentity::new(&key).unwrap().server_config();
     let calls = Arc::new(AtomicUsize::new(0));
     let fake = FakePeer { genesis: test_network(BITS).genesis().hash.to_vec(), serve, get_blocks_calls: calls.clone() };
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming =
+            p2p_proto::conn::incoming(listener, p2p_proto::conn::ConnLimits::default(), Some(tls), token.child_token());
         let _ = tonic::transport::Server::builder()
             .add_service(NodeServer::new(fake))
             .serve_with_incoming_shutdown(incoming, token.cancelled())
             .await;
     });
-    Fake { addr, calls, stop }
+    Fake { addr, node_id, calls, stop }
 }
 
 fn peer_state(node: &TestNode, addr: &str) -> Option<PeerState> {
@@ -357,7 +362,7 @@ async fn mine_block_stops_when_its_caller_goes_away_and_runs_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     // 40 bits: a search that would run for hours.
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, 40)).await;
-    let c = node.client().await;
+    let c = node.admin().await;
     let first = {
         let mut c = c.clone();
         tokio::spawn(async move {
@@ -387,29 +392,41 @@ async fn a_party_sharing_a_nodes_ip_can_neither_get_it_banned_nor_dropped() {
     })
     .await;
     let honest_addr = honest.addr.to_string();
+    let honest_id = honest.node().node_id().to_string();
     eventually(WAIT, "the honest peer is active", || async {
         (peer_state(&node, &honest_addr) == Some(PeerState::Active)).then_some(())
     })
     .await;
-    // The attacker is on the same host (127.0.0.1), so its claims pass the IP check.
-    let mut attacker = node.client().await;
+    // The attacker is on the same host (127.0.0.1) and names the honest node
+    // as the sender; first without a certificate, then with one of its own.
     let params = test_network(BITS);
     let mut tampered = block_to_proto(&chain_of(&params, 1, p2p_proto::unix_ms_now() - 60_000)[1]);
     tampered.nonce += 1;
-    let as_honest = Sender { node_id: honest.node().node_id().into(), address: honest_addr.clone() };
-    for _ in 0..5 {
-        let err = attacker
-            .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(as_honest.clone()) })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "the block is still refused");
+    let as_honest = Sender { node_id: honest_id.clone(), address: honest_addr.clone() };
+    let attacker_key = ed25519_dalek::SigningKey::from_bytes(&[66; 32]);
+    let attacker_id = p2p_proto::signing::node_id(&attacker_key.verifying_key().to_bytes());
+    let anonymous = node.client().await;
+    let with_cert = p2p_proto::node::node_client::NodeClient::new(
+        node_svc::testkit::channel_as(&node.endpoint(), &attacker_key, None).await,
+    );
+    for mut attacker in [anonymous.clone(), with_cert.clone()] {
+        for _ in 0..3 {
+            let err = attacker
+                .send_block(SendBlockRequest { block: Some(tampered.clone()), sender: Some(as_honest.clone()) })
+                .await
+                .unwrap_err();
+            assert!(matches!(err.code(), Code::InvalidArgument | Code::PermissionDenied), "refused: {err:?}");
+        }
     }
-    assert!(!node.node().peers().is_banned(&honest_addr, node.node().now_ms()), "nobody is banned on a claim");
+    let now = node.node().now_ms();
+    assert!(!node.node().peers().is_banned(&honest_addr, now), "the honest address is not banned");
+    assert!(!node.node().peers().is_node_banned(&honest_id, now), "the honest node is not banned");
+    assert!(node.node().peers().is_node_banned(&attacker_id, now), "the node that proved it sent them is");
     // A Ping naming the receiver's own node id under the honest address.
     let as_receiver = Sender { node_id: node.node().node_id().into(), address: honest_addr.clone() };
     let ping =
         PingRequest { sender: Some(as_receiver), genesis_hash: params.genesis().hash.to_vec(), ..Default::default() };
-    attacker.ping(ping).await.unwrap();
+    anonymous.clone().ping(ping).await.unwrap();
     let after = node.node().now_ms();
     // Our own heartbeats keep reaching the honest peer: it was not dropped.
     eventually(WAIT, "the honest peer is pinged again after the hostile ping", || async {
@@ -421,6 +438,44 @@ async fn a_party_sharing_a_nodes_ip_can_neither_get_it_banned_nor_dropped() {
             .map(|_| ())
     })
     .await;
+    node.stop().await;
+    honest.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_with_the_wrong_key_cannot_pass_for_a_known_node_id() {
+    // The node is told the honest node's id lives at an address where an
+    // impostor (another key) listens.
+    let (dir, honest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let honest = TestNode::start(|addr| node_config(honest_dir.path(), addr, None, BITS)).await;
+    let impostor = fake_peer(Serve::Silent).await;
+    let honest_id = honest.node().node_id().to_string();
+    let node = TestNode::start(|addr| {
+        let mut c = node_config(dir.path(), addr, None, BITS);
+        c.peers = vec![format!("{honest_id}@{}", impostor.addr), format!("{honest_id}@{}", honest.addr)];
+        c.max_failures = 1;
+        c
+    })
+    .await;
+    let honest_addr = honest.addr.to_string();
+    eventually(WAIT, "the real node is active under its id", || async {
+        node.node()
+            .peers()
+            .snapshot()
+            .into_iter()
+            .find(|p| p.address == honest_addr && p.state == PeerState::Active && p.verified && p.node_id == honest_id)
+            .map(|_| ())
+    })
+    .await;
+    eventually(WAIT, "the impostor's address is failing", || async {
+        (peer_state(&node, &impostor.addr) == Some(PeerState::Failing)).then_some(())
+    })
+    .await;
+    assert_eq!(impostor.calls.load(Ordering::SeqCst), 0, "nothing was asked of the impostor");
+    let entry = node.node().peers().snapshot().into_iter().find(|p| p.address == impostor.addr).unwrap();
+    assert!(!entry.verified && entry.last_seen_ms == 0, "the impostor never passed a handshake: {entry:?}");
+    // Its own certificate is valid; only the id does not match.
+    assert_ne!(impostor.node_id, honest_id);
     node.stop().await;
     honest.stop().await;
 }
@@ -460,6 +515,9 @@ async fn a_peer_whose_lease_expired_is_forgotten() {
     cfg.disable_rate_limits();
     cfg.clock = Arc::new(clock.clone());
     cfg.purge_interval = Duration::from_millis(50);
+    // Nothing listens at the registered address: list it unverified, so
+    // only its expiry can take it away.
+    cfg.verify_registrations = false;
     let bootstrap = node_svc::testkit::TestBootstrap::start(cfg).await;
     // A registration nobody will refresh, at an address nobody listens on.
     let mut b = bootstrap.client().await;

@@ -10,3 +10,13 @@ mod node;
 mod processes;
 mod python;
 mod storage;
+mod verify;
+
+/// A binary of this workspace (`cargo test --workspace` builds them all).
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo test --workspace`, which builds it", path.display());
+    path
+}

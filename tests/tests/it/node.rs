@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use node_svc::chain::testing::{chain_of, extend};
 use node_svc::testkit::{TestNet, TestNode, converged, eventually, node_config, settled, test_network};
-use p2p_proto::node::{BlockOutcome, GetBlocksRequest, GetStatusRequest, MineBlockRequest, SendBlockRequest, Sender};
+use p2p_proto::admin::MineBlockRequest;
+use p2p_proto::node::{BlockOutcome, GetBlocksRequest, GetStatusRequest, SendBlockRequest, Sender};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -12,8 +13,7 @@ const BITS: u32 = 8;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn mine(node: &TestNode, data: &str) -> p2p_proto::node::Block {
-    let mut c = node.client().await;
-    let r = c.mine_block(MineBlockRequest { data: data.as_bytes().to_vec() }).await.unwrap().into_inner();
+    let r = node.mine(data).await;
     assert_eq!(r.outcome(), BlockOutcome::Appended);
     r.block.unwrap()
 }
@@ -155,8 +155,11 @@ async fn an_orphan_makes_the_receiver_fetch_the_missing_range_from_the_sender() 
     ))
     .await
     .unwrap();
-    // B gets only the tip, "from" A: it keeps it as an orphan and fetches the rest from A.
-    let mut cb = b.client().await;
+    // B gets only the tip from A (its certificate proves it is A, and it
+    // names its address): B keeps it as an orphan and fetches the rest from A.
+    let (a_key, _) = p2p_proto::identity::load_or_create(&dir_a.path().join("node.key")).unwrap();
+    let mut cb =
+        p2p_proto::node::node_client::NodeClient::new(node_svc::testkit::channel_as(&b.endpoint(), &a_key, None).await);
     let r = cb
         .send_block(SendBlockRequest {
             block: Some(node_svc::convert::block_to_proto(&blocks[10])),
@@ -245,7 +248,7 @@ async fn invalid_blocks_get_invalid_argument_but_an_inbound_claim_bans_nobody() 
     assert!(err.code() == Code::InvalidArgument && err.message().contains("prev_hash"), "{err:?}");
     let err = c.send_block(SendBlockRequest { block: None, sender: None }).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("block"), "{err:?}");
-    let err = c.mine_block(MineBlockRequest { data: vec![0; 64 * 1024 + 1] }).await.unwrap_err();
+    let err = node.admin().await.mine_block(MineBlockRequest { data: vec![0; 64 * 1024 + 1] }).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("data"), "{err:?}");
     node.stop().await;
 }
@@ -257,10 +260,12 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
     let (dir, honest_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let honest = TestNode::start(|addr| node_config(honest_dir.path(), addr, None, BITS)).await;
     let node = TestNode::start(|addr| node_config(dir.path(), addr, None, BITS)).await;
-    // The attacker connects from 127.0.0.2 but claims to be the honest node at 127.0.0.1.
+    // The attacker connects from 127.0.0.2, without a certificate, and
+    // claims to be the honest node.
     let channel = node_svc::testkit::channel_from(&node.endpoint(), "127.0.0.2").await;
     let mut attacker = p2p_proto::node::node_client::NodeClient::new(channel);
-    let claimed = Sender { node_id: "honest".into(), address: honest.addr.to_string() };
+    let honest_id = honest.node().node_id().to_string();
+    let claimed = Sender { node_id: honest_id.clone(), address: honest.addr.to_string() };
     let mut tampered = node_svc::convert::block_to_proto(&blocks[1]);
     tampered.nonce += 1;
     for _ in 0..3 {
@@ -274,8 +279,12 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
         node.node().peers().snapshot().iter().all(|p| p.address != honest.addr.to_string()),
         "the claimed address was neither learned nor scored"
     );
-    // A request from the claimed address (127.0.0.1) is believed and served.
-    let mut c = node.client().await;
+    assert_eq!(node.node().peers().ban_count(), 0);
+    // The honest node's own key (its certificate proves it) makes the same
+    // claim believable: the address is learned under the proven id.
+    let (honest_key, _) = p2p_proto::identity::load_or_create(&honest_dir.path().join("node.key")).unwrap();
+    let channel = node_svc::testkit::channel_as(&node.endpoint(), &honest_key, None).await;
+    let mut c = p2p_proto::node::node_client::NodeClient::new(channel);
     let r = c
         .send_block(SendBlockRequest {
             block: Some(node_svc::convert::block_to_proto(&blocks[1])),
@@ -287,6 +296,7 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
     assert_eq!(r.outcome(), BlockOutcome::Appended);
     let p = node.node().peers().snapshot().into_iter().find(|p| p.address == honest.addr.to_string()).unwrap();
     assert_ne!(p.state, p2p_proto::node::PeerState::Banned);
+    assert_eq!(p.node_id, honest_id);
     node.stop().await;
     honest.stop().await;
 }

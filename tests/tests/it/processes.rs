@@ -5,19 +5,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use node_svc::testkit::{connect_bootstrap, eventually};
-use p2p_proto::bootstrap::GetPeersRequest;
-use p2p_proto::node::node_client::NodeClient;
-use p2p_proto::node::{GetStatusRequest, MineBlockRequest};
+use node_svc::testkit::{connect, connect_bootstrap, eventually};
 
-/// Where cargo put the binaries (`cargo test --workspace` builds them).
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo test --workspace`, which builds it", path.display());
-    path
-}
+use crate::binary;
+use p2p_proto::admin::MineBlockRequest;
+use p2p_proto::admin::admin_client::AdminClient;
+use p2p_proto::bootstrap::GetPeersRequest;
+use p2p_proto::node::GetStatusRequest;
+use p2p_proto::node::node_client::NodeClient;
 
 /// Kills the process if the test ends early.
 struct Proc(Child);
@@ -62,34 +57,41 @@ async fn a_bootstrap_and_three_node_processes_form_a_network() {
     let baddr = bound_addr(&bfile).await;
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
+    let mut admins = Vec::new();
     for i in 0..3 {
         let file = addr_file(dir.path(), &format!("node{i}"));
+        let admin_file = addr_file(dir.path(), &format!("node{i}-admin"));
         nodes.push(spawn(
             Command::new(binary("node-svc"))
                 .args(["--listen", "127.0.0.1:0", "--bootstrap", &baddr])
                 .args(["--difficulty-bits", "12", "--ping-interval-ms", "200", "--addr-file"])
                 .arg(&file)
+                .arg("--admin-addr-file")
+                .arg(&admin_file)
                 .arg("--data-dir")
                 .arg(dir.path().join(format!("node{i}"))),
         ));
         addrs.push(bound_addr(&file).await);
+        admins.push(bound_addr(&admin_file).await);
     }
-    let mut bootstrap = connect_bootstrap(&format!("http://{baddr}")).await;
-    eventually(Duration::from_secs(30), "three nodes registered", || {
+    // Listed only once the bootstrap has dialed each node and its TLS
+    // handshake proved the id it registered with.
+    let mut bootstrap = connect_bootstrap(&baddr).await;
+    eventually(Duration::from_secs(30), "three nodes registered and verified", || {
         let mut b = bootstrap.clone();
         async move { (b.get_peers(GetPeersRequest::default()).await.ok()?.into_inner().peers.len() == 3).then_some(()) }
     })
     .await;
 
-    let mut node1 = NodeClient::connect(format!("http://{}", addrs[0])).await.unwrap();
+    // Mining is an operator's call: the admin port, never the P2P port.
+    let mut node1 = AdminClient::new(connect(&admins[0], true).await);
     let mined = node1.mine_block(MineBlockRequest { data: b"from a process".to_vec() }).await.unwrap().into_inner();
     let hash = mined.block.unwrap().hash;
     for addr in &addrs {
-        let endpoint = format!("http://{addr}");
         eventually(Duration::from_secs(30), &format!("{addr} has the mined block"), || {
-            let (endpoint, hash) = (endpoint.clone(), hash.clone());
+            let hash = hash.clone();
             async move {
-                let mut c = NodeClient::connect(endpoint).await.ok()?;
+                let mut c = NodeClient::new(connect(addr, false).await);
                 let s = c.get_status(GetStatusRequest {}).await.ok()?.into_inner();
                 (s.tip_hash == hash).then_some(())
             }
@@ -118,6 +120,8 @@ async fn every_acknowledged_registration_survives_kill_9() {
         let proc = spawn(
             Command::new(binary("bootstrap-svc"))
                 .args(["--listen", "127.0.0.1:0", "--register-per-minute", "0", "--default-ttl-secs", "3600"])
+                // The addresses are made up: list them without dialing.
+                .args(["--verify-registrations", "false"])
                 .arg("--addr-file")
                 .arg(&file)
                 .arg("--data-dir")
@@ -126,7 +130,7 @@ async fn every_acknowledged_registration_survives_kill_9() {
         (proc, file)
     };
     let (mut server, file) = start("first");
-    let client = connect_bootstrap(&format!("http://{}", bound_addr(&file).await)).await;
+    let client = connect_bootstrap(&bound_addr(&file).await).await;
     // Concurrent registrations (sharing group commits); each Ok is an acknowledgement.
     let acked: Vec<String> = futures::future::join_all((0..500).map(|i| {
         let mut c = client.clone();
@@ -148,7 +152,7 @@ async fn every_acknowledged_registration_survives_kill_9() {
     drop(server);
 
     let (_server, file) = start("second");
-    let mut client = connect_bootstrap(&format!("http://{}", bound_addr(&file).await)).await;
+    let mut client = connect_bootstrap(&bound_addr(&file).await).await;
     let resp = client.get_peers(GetPeersRequest { limit: 1000, ..Default::default() }).await.unwrap().into_inner();
     let stored: std::collections::HashSet<String> = resp.peers.into_iter().map(|p| p.address).collect();
     for a in &acked {
@@ -205,14 +209,14 @@ async fn out_of_file_descriptors_the_servers_neither_spin_nor_stay_down() {
         // The clients go away; the server serves again without a restart.
         drop(held);
         let freed = std::time::Instant::now();
-        let endpoint = format!("http://{addr}");
         eventually(Duration::from_secs(30), &format!("{server} serves again"), || {
-            let endpoint = endpoint.clone();
+            let addr = addr.clone();
             async move {
                 let channel = p2p_proto::dial::DialSettings::new(Duration::from_secs(1), Duration::from_secs(2))
-                    .connect(&endpoint)
+                    .connect(&addr, &p2p_proto::tls::ClientTls::anonymous(), None)
                     .await
-                    .ok()?;
+                    .ok()?
+                    .channel;
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
                 health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()
             }

@@ -20,9 +20,12 @@ use p2p_proto::storage::RedbCell;
 use rand::seq::{SliceRandom, index};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use self::tables::{EXPIRY, INFO, META, PEERS, REGISTRY_ID, SLOTS, TOMB_EXPIRY, TOMBSTONES, decode, read_count};
+use self::tables::{
+    EXPIRY, INFO, LISTED, META, OLD_TOMBSTONES, PEERS, PENDING, REGISTRY_ID, SCHEMA, SCHEMA_VERSION, SLOTS,
+    TOMB_EXPIRY, TOMBSTONES, decode, read_count,
+};
 use self::writer::{MAX_BATCH, WriteOp};
-use super::{Page, PeerStore, RegisterCmd, Registered, RemoveCmd};
+use super::{Page, PeerStore, PendingCheck, RegisterCmd, Registered, RemoveCmd, Verification};
 use crate::error::Error;
 use crate::lease;
 
@@ -82,8 +85,21 @@ impl RedbStore {
             tx.open_table(META)?;
             tx.open_table(TOMBSTONES)?;
             tx.open_table(TOMB_EXPIRY)?;
+            tx.open_table(PENDING)?;
+            let mut listed = tx.open_table(LISTED)?;
             let id = {
                 let mut info = tx.open_table(INFO)?;
+                if info.get(SCHEMA)?.is_none() {
+                    // Written before verification existed: everything held
+                    // was listed, and tombstones named no key.
+                    let peers = tx.open_table(PEERS)?;
+                    for entry in peers.iter()? {
+                        let (address, _) = entry?;
+                        listed.insert(address.value(), ())?;
+                    }
+                    tx.delete_table(OLD_TOMBSTONES)?;
+                    info.insert(SCHEMA, SCHEMA_VERSION)?;
+                }
                 let stored = info.get(REGISTRY_ID)?.map(|v| v.value().to_vec());
                 match stored {
                     Some(id) => p2p_proto::signing::registry_id(&id).map_err(Error::storage_msg)?,
@@ -95,6 +111,7 @@ impl RedbStore {
                     }
                 }
             };
+            drop(listed);
             tx.commit()?;
             id
         };
@@ -176,13 +193,21 @@ impl PeerStore for RedbStore {
         .await
     }
 
-    /// Up to `limit` live peers with addresses after `after`, in address order.
+    /// Up to `limit` live listed peers (and pending ones with
+    /// `include_pending`) with addresses after `after`, in address order.
     /// Scans a bounded number of entries, so a page never walks the registry.
-    async fn page(&self, after: Option<String>, limit: usize, exclude: Option<String>) -> Result<Page, Error> {
+    async fn page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+        exclude: Option<String>,
+        include_pending: bool,
+    ) -> Result<Page, Error> {
         let (db, now) = (self.db.get()?, self.now_ms());
         blocking(move || {
             let tx = db.begin_read()?;
             let peers = tx.open_table(PEERS)?;
+            let listed = tx.open_table(LISTED)?;
             let total = read_count(&tx.open_table(META)?)?;
             let lower = match &after {
                 Some(a) => Bound::Excluded(a.as_str()),
@@ -192,22 +217,60 @@ impl PeerStore for RedbStore {
             let mut out = Vec::with_capacity(limit);
             let mut last = None;
             let mut exhausted = true;
-            for (scanned, entry) in peers.range::<&str>((lower, Bound::Unbounded))?.enumerate() {
+            // Listed addresses only, unless the operator asks for everything.
+            let keys: Box<dyn Iterator<Item = Result<String, ::redb::StorageError>>> = if include_pending {
+                Box::new(peers.range::<&str>((lower, Bound::Unbounded))?.map(|e| e.map(|(k, _)| k.value().to_string())))
+            } else {
+                Box::new(
+                    listed.range::<&str>((lower, Bound::Unbounded))?.map(|e| e.map(|(k, _)| k.value().to_string())),
+                )
+            };
+            for (scanned, address) in keys.enumerate() {
                 if out.len() >= limit || scanned >= scan_budget {
                     exhausted = false;
                     break;
                 }
-                let (k, v) = entry?;
-                let address = k.value().to_string();
-                let rec = decode(v.value())?;
-                if lease::is_live(rec.expires_at_ms, now) && exclude.as_deref() != Some(address.as_str()) {
-                    out.push(rec.to_peer(&address));
+                let address = address?;
+                if let Some(v) = peers.get(address.as_str())? {
+                    let rec = decode(v.value())?;
+                    if lease::is_live(rec.expires_at_ms, now) && exclude.as_deref() != Some(address.as_str()) {
+                        out.push(rec.to_peer(&address));
+                    }
                 }
                 last = Some(address);
             }
             Ok(Page { peers: out, next_after: if exhausted { None } else { last }, total })
         })
         .await
+    }
+
+    async fn due_verifications(&self, max: usize) -> Result<Vec<PendingCheck>, Error> {
+        let (db, now) = (self.db.get()?, self.now_ms());
+        blocking(move || {
+            let tx = db.begin_read()?;
+            let peers = tx.open_table(PEERS)?;
+            let pending = tx.open_table(PENDING)?;
+            let mut out = Vec::new();
+            for entry in pending.range::<(u64, &str)>(..(now.saturating_add(1), ""))?.take(max) {
+                let (k, _) = entry?;
+                let (_, address) = k.value();
+                let Some(v) = peers.get(address)? else { continue };
+                let rec = decode(v.value())?;
+                if rec.pending && lease::is_live(rec.expires_at_ms, now) {
+                    out.push(PendingCheck {
+                        address: address.to_string(),
+                        public_key: rec.public_key,
+                        attempts: rec.verify_attempts,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn record_verification(&self, check: PendingCheck, outcome: Verification) -> Result<(), Error> {
+        self.write(|tx| WriteOp::Verified(check, outcome, tx)).await
     }
 
     /// A uniform random sample of up to `limit` live peers, without

@@ -1,17 +1,24 @@
 //! The redb tables of the registry and the record stored per address.
 //!
-//! - `peers`: canonical address → [`PeerRecord`] (protobuf-encoded).
+//! - `peers`: canonical address → [`PeerRecord`] (protobuf-encoded), listed
+//!   or pending verification.
 //! - `expiry`: (expires_at_ms, address) → (), so expired leases are found in
 //!   order without a scan.
-//! - `slots`: dense index 0..count → address. A random sample picks uniform
-//!   slot numbers and looks them up, so it costs O(k log n) at any size;
-//!   removal swaps the last slot into the hole.
-//! - `meta`: `count` of registrations.
+//! - `listed`: address → () of the verified registrations, in address order
+//!   (what GetPeers pages walk).
+//! - `slots`: dense index 0..count → address of the listed registrations. A
+//!   random sample picks uniform slot numbers and looks them up, so it costs
+//!   O(k log n) at any size; removal swaps the last slot into the hole.
+//! - `pending`: (next_try_ms, address) → () of registrations awaiting
+//!   verification, so the verifier finds the due ones in order.
+//! - `meta`: `count` of listed registrations.
 //! - `info`: `registry_id`, 16 random bytes fixed at creation.
-//! - `tombstones`: address → (newest signed timestamp, kept until) of a
-//!   signed registration that was removed or expired; a signed Register not newer than it is a
-//!   replay. Kept until that timestamp is outside the freshness window
-//!   (`tomb_expiry`: (until_ms, address) → (), for purging in order).
+//! - `tombstones_v2`: address → (newest signed timestamp, kept until, key) of
+//!   a signed registration that was removed or expired; a Register signed by
+//!   that key and not newer than it is a replay. (Only for that key: another
+//!   key's floor must not lock a node out of its address.) Kept until that
+//!   timestamp is outside the freshness window (`tomb_expiry`: (until_ms,
+//!   address) → (), for purging in order).
 
 use ::redb::{ReadableTable, TableDefinition, WriteTransaction};
 use p2p_proto::bootstrap::Peer;
@@ -27,8 +34,16 @@ pub(super) const SLOTS: TableDefinition<u64, &str> = TableDefinition::new("slots
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("info");
 pub(super) const REGISTRY_ID: &str = "registry_id";
-pub(super) const TOMBSTONES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("tombstones");
+pub(super) const TOMBSTONES: TableDefinition<&str, (u64, u64, [u8; 32])> = TableDefinition::new("tombstones_v2");
+/// The tombstones before they named their key (deleted at open).
+pub(super) const OLD_TOMBSTONES: TableDefinition<&str, (u64, u64)> = TableDefinition::new("tombstones");
 pub(super) const TOMB_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("tomb_expiry");
+pub(super) const LISTED: TableDefinition<&str, ()> = TableDefinition::new("listed");
+pub(super) const PENDING: TableDefinition<(u64, &str), ()> = TableDefinition::new("pending");
+/// `info` key of the schema version; absent before verification existed
+/// (every registration was listed then, see [`super::RedbStore::open`]).
+pub(super) const SCHEMA: &str = "schema";
+pub(super) const SCHEMA_VERSION: &[u8] = &[2];
 const COUNT: &str = "count";
 
 /// A registration as stored.
@@ -54,17 +69,36 @@ pub struct PeerRecord {
     /// removed from there.
     #[prost(string, tag = "7")]
     pub registrant_ip: String,
+    /// Not yet verified: not listed, not announced. (Records written before
+    /// verification existed decode as listed.)
+    #[prost(bool, tag = "8")]
+    pub pending: bool,
+    /// Verification attempts that failed so far (for the backoff).
+    #[prost(uint32, tag = "9")]
+    pub verify_attempts: u32,
+    /// When the next verification is due (its key in `pending`).
+    #[prost(uint64, tag = "10")]
+    pub verify_next_ms: u64,
+    /// For an unsigned registration, the node id its address proved.
+    #[prost(string, tag = "11")]
+    pub proven_node_id: String,
 }
 
 impl PeerRecord {
     pub fn to_peer(&self, address: &str) -> Peer {
         Peer {
             address: address.to_string(),
-            node_id: if self.public_key.is_empty() { String::new() } else { signing::node_id(&self.public_key) },
+            node_id: if self.public_key.is_empty() {
+                self.proven_node_id.clone()
+            } else {
+                signing::node_id(&self.public_key)
+            },
             public_key: self.public_key.clone(),
             registered_at_unix_ms: self.registered_at_ms,
             last_seen_unix_ms: self.last_seen_ms,
             expires_at_unix_ms: self.expires_at_ms,
+            pending: self.pending,
+            verify_failures: self.verify_attempts,
         }
     }
 
@@ -74,6 +108,7 @@ impl PeerRecord {
             public_key: &self.public_key,
             last_signed_ts_ms: self.last_signed_ts_ms,
             registrant_ip: &self.registrant_ip,
+            pending: self.pending,
         }
     }
 }
@@ -92,8 +127,10 @@ pub(super) struct Tables<'tx> {
     pub expiry: ::redb::Table<'tx, (u64, &'static str), ()>,
     pub slots: ::redb::Table<'tx, u64, &'static str>,
     pub meta: ::redb::Table<'tx, &'static str, u64>,
-    pub tombstones: ::redb::Table<'tx, &'static str, (u64, u64)>,
+    pub tombstones: ::redb::Table<'tx, &'static str, (u64, u64, [u8; 32])>,
     pub tomb_expiry: ::redb::Table<'tx, (u64, &'static str), ()>,
+    pub listed: ::redb::Table<'tx, &'static str, ()>,
+    pub pending: ::redb::Table<'tx, (u64, &'static str), ()>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -105,6 +142,8 @@ impl<'tx> Tables<'tx> {
             meta: tx.open_table(META)?,
             tombstones: tx.open_table(TOMBSTONES)?,
             tomb_expiry: tx.open_table(TOMB_EXPIRY)?,
+            listed: tx.open_table(LISTED)?,
+            pending: tx.open_table(PENDING)?,
         })
     }
 
@@ -120,20 +159,19 @@ impl<'tx> Tables<'tx> {
     /// Remembers the newest signed timestamp of a signed registration being
     /// deleted, until `until_ms`.
     pub fn tombstone(&mut self, addr: &str, rec: &PeerRecord, last_ts: u64, until_ms: u64) -> Result<(), Error> {
-        if rec.public_key.is_empty() {
-            return Ok(());
-        }
-        let old = self.tombstones.insert(addr, (last_ts, until_ms))?.map(|v| v.value());
-        if let Some((_, old_until)) = old {
+        let Ok(key) = <[u8; 32]>::try_from(rec.public_key.as_slice()) else { return Ok(()) };
+        let old = self.tombstones.insert(addr, (last_ts, until_ms, key))?.map(|v| v.value());
+        if let Some((_, old_until, _)) = old {
             self.tomb_expiry.remove((old_until, addr))?;
         }
         self.tomb_expiry.insert((until_ms, addr), ())?;
         Ok(())
     }
 
-    /// The replay floor of `addr` (a signed timestamp), if one is kept.
-    pub fn replay_floor(&self, addr: &str) -> Result<Option<u64>, Error> {
-        Ok(self.tombstones.get(addr)?.map(|v| v.value().0))
+    /// The replay floor of `addr` for requests signed by `key` (a signed
+    /// timestamp), if one is kept.
+    pub fn replay_floor(&self, addr: &str, key: &[u8]) -> Result<Option<u64>, Error> {
+        Ok(self.tombstones.get(addr)?.map(|v| v.value()).filter(|(_, _, k)| k.as_slice() == key).map(|(ts, _, _)| ts))
     }
 
     /// Drops up to `max` replay floors kept until `now` or before.
@@ -151,18 +189,60 @@ impl<'tx> Tables<'tx> {
         Ok(due.len())
     }
 
-    /// Takes the next free slot for `address`; returns its number.
-    pub fn add_slot(&mut self, address: &str) -> Result<u64, Error> {
+    /// Lists `rec` (verified): takes the next free slot and its place in
+    /// `listed`. The caller stores `rec` afterwards.
+    pub fn list(&mut self, address: &str, rec: &mut PeerRecord) -> Result<(), Error> {
+        if rec.pending {
+            self.pending.remove((rec.verify_next_ms, address))?;
+        }
         let slot = read_count(&self.meta)?;
         self.meta.insert(COUNT, slot + 1)?;
         self.slots.insert(slot, address)?;
-        Ok(slot)
+        self.listed.insert(address, ())?;
+        rec.slot = slot;
+        rec.pending = false;
+        rec.verify_attempts = 0;
+        rec.verify_next_ms = 0;
+        Ok(())
     }
 
-    /// Deletes a registration from every table, moving the last slot into its hole.
+    /// Makes `rec` pending, due for verification at `next_ms` (unlisting
+    /// it if it was listed). The caller stores `rec` afterwards.
+    pub fn make_pending(&mut self, address: &str, rec: &mut PeerRecord, next_ms: u64) -> Result<(), Error> {
+        if rec.pending {
+            self.pending.remove((rec.verify_next_ms, address))?;
+        } else {
+            self.unlist(address, rec)?;
+        }
+        rec.pending = true;
+        rec.verify_next_ms = next_ms;
+        self.pending.insert((next_ms, address), ())?;
+        Ok(())
+    }
+
+    /// Queues a registration that is in no index yet for verification at `next_ms`.
+    pub fn enqueue_new(&mut self, address: &str, rec: &mut PeerRecord, next_ms: u64) -> Result<(), Error> {
+        rec.pending = true;
+        rec.verify_next_ms = next_ms;
+        self.pending.insert((next_ms, address), ())?;
+        Ok(())
+    }
+
+    /// Deletes a registration from every table.
     pub fn delete(&mut self, addr: &str, rec: &PeerRecord) -> Result<(), Error> {
         self.peers.remove(addr)?;
         self.expiry.remove((rec.expires_at_ms, addr))?;
+        if rec.pending {
+            self.pending.remove((rec.verify_next_ms, addr))?;
+            return Ok(());
+        }
+        self.unlist(addr, rec)
+    }
+
+    /// Takes a listed registration out of `listed` and `slots`, moving the
+    /// last slot into its hole.
+    fn unlist(&mut self, addr: &str, rec: &PeerRecord) -> Result<(), Error> {
+        self.listed.remove(addr)?;
         let last = read_count(&self.meta)?.saturating_sub(1);
         if rec.slot != last {
             let moved = self.slots.get(last)?.map(|v| v.value().to_string());

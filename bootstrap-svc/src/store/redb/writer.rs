@@ -16,7 +16,7 @@ use super::{DbSlot, store_down};
 use crate::auth::{self, RemoveAttempt};
 use crate::error::Error;
 use crate::lease;
-use crate::store::{RegisterCmd, Registered, RemoveCmd};
+use crate::store::{PendingCheck, RegisterCmd, Registered, RemoveCmd, Verification};
 
 /// Most operations folded into one write transaction (one fsync).
 pub(super) const MAX_BATCH: usize = 1024;
@@ -27,6 +27,7 @@ pub(super) enum WriteOp {
     Register(RegisterCmd, oneshot::Sender<Result<Registered, Error>>),
     Remove(RemoveCmd, oneshot::Sender<Result<bool, Error>>),
     Purge(usize, oneshot::Sender<Result<usize, Error>>),
+    Verified(PendingCheck, Verification, oneshot::Sender<Result<(), Error>>),
 }
 
 /// Runs until every sender is gone.
@@ -129,6 +130,7 @@ fn reply_with_failure(op: WriteOp, e: &Error) -> Reply {
         WriteOp::Register(_, r) => reply_with(r, Err(e)),
         WriteOp::Remove(_, r) => reply_with(r, Err(e)),
         WriteOp::Purge(_, r) => reply_with(r, Err(e)),
+        WriteOp::Verified(_, _, r) => reply_with(r, Err(e)),
     }
 }
 
@@ -168,6 +170,9 @@ fn apply_batch(
                 }
                 WriteOp::Remove(cmd, r) => apply_one(r, remove(&mut t, &cmd, now, window, &mut events), &mut failure),
                 WriteOp::Purge(max, r) => apply_one(r, purge(&mut t, max, now, window, &mut events), &mut failure),
+                WriteOp::Verified(check, outcome, r) => {
+                    apply_one(r, verified(&mut t, &check, outcome, now, &mut events), &mut failure)
+                }
             };
             replies.push(reply);
         }
@@ -205,7 +210,10 @@ fn expire(
 ) -> Result<(), Error> {
     t.delete(addr, rec)?;
     t.tombstone(addr, rec, rec.last_signed_ts_ms, rec.last_signed_ts_ms.saturating_add(window))?;
-    events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+    // Pending registrations were never announced, so their end is not either.
+    if !rec.pending {
+        events.push(event(PeerEventKind::Expired, rec.to_peer(addr), now));
+    }
     Ok(())
 }
 
@@ -227,24 +235,40 @@ fn register(
         }
         None => None,
     };
-    // A signed request is never older than what was last accepted for this
-    // address, even after a removal or expiry (within the freshness window).
+    // A request signed by a key is never older than what was last accepted
+    // from that key for this address, even after a removal or expiry
+    // (within the freshness window).
     if let Some(claim) = &cmd.claim
-        && let Some(floor) = t.replay_floor(addr)?
+        && let Some(floor) = t.replay_floor(addr, &claim.public_key)?
         && claim.timestamp_ms <= floor
     {
         return Err(auth::replayed(claim.timestamp_ms, floor));
     }
-    let (rec, created) = match existing {
+    let (mut rec, created) = match existing {
         Some(mut rec) => {
             auth::may_register(&rec.owner(), cmd.claim.as_ref(), &cmd.client_ip, addr)?;
+            let was_listed = !rec.pending;
             if let Some(claim) = &cmd.claim {
+                if claim.public_key != rec.public_key {
+                    // A new owner (a key claiming an unsigned or pending
+                    // registration) has proven nothing yet.
+                    rec.public_key = claim.public_key.clone();
+                    rec.proven_node_id.clear();
+                    rec.verify_attempts = 0;
+                    if cmd.verify {
+                        t.make_pending(addr, &mut rec, now)?;
+                        if was_listed {
+                            events.push(event(PeerEventKind::Left, rec.to_peer(addr), now));
+                        }
+                    }
+                }
                 // Signed refresh (possibly from a new IP: the key, not the
-                // IP, owns it), or an unsigned registration claimed by a key
-                // from its registrant IP.
-                rec.public_key = claim.public_key.clone();
+                // IP, owns it).
                 rec.last_signed_ts_ms = claim.timestamp_ms;
                 rec.registrant_ip = cmd.client_ip.clone();
+            }
+            if rec.pending && !cmd.verify {
+                t.list(addr, &mut rec)?;
             }
             t.expiry.remove((rec.expires_at_ms, addr))?;
             rec.expires_at_ms = expires;
@@ -252,25 +276,63 @@ fn register(
             (rec, false)
         }
         None => {
-            let slot = t.add_slot(addr)?;
-            let rec = PeerRecord {
+            let mut rec = PeerRecord {
                 public_key: cmd.claim.as_ref().map(|c| c.public_key.clone()).unwrap_or_default(),
                 registered_at_ms: now,
                 last_seen_ms: now,
                 expires_at_ms: expires,
-                slot,
                 last_signed_ts_ms: cmd.claim.as_ref().map(|c| c.timestamp_ms).unwrap_or(0),
                 registrant_ip: cmd.client_ip.clone(),
+                ..Default::default()
             };
+            if cmd.verify {
+                t.enqueue_new(addr, &mut rec, now)?;
+            } else {
+                t.list(addr, &mut rec)?;
+            }
             (rec, true)
         }
     };
+    rec.last_seen_ms = now;
     t.put(addr, &rec)?;
     t.expiry.insert((rec.expires_at_ms, addr), ())?;
     let peer = rec.to_peer(addr);
-    let kind = if created { PeerEventKind::Joined } else { PeerEventKind::Refreshed };
-    events.push(event(kind, peer.clone(), now));
+    if !rec.pending {
+        let kind = if created { PeerEventKind::Joined } else { PeerEventKind::Refreshed };
+        events.push(event(kind, peer.clone(), now));
+    }
     Ok(Registered { created, peer })
+}
+
+/// What the verifier found, applied if the registration is still the one it checked.
+fn verified(
+    t: &mut Tables<'_>,
+    check: &PendingCheck,
+    outcome: Verification,
+    now: u64,
+    events: &mut Vec<PeerEvent>,
+) -> Result<(), Error> {
+    let addr = check.address.as_str();
+    let Some(mut rec) = t.get(addr)? else { return Ok(()) };
+    if !rec.pending || rec.public_key != check.public_key || !lease::is_live(rec.expires_at_ms, now) {
+        return Ok(());
+    }
+    match outcome {
+        Verification::Passed { node_id } => {
+            if rec.public_key.is_empty() {
+                rec.proven_node_id = node_id;
+            }
+            t.list(addr, &mut rec)?;
+            t.put(addr, &rec)?;
+            events.push(event(PeerEventKind::Joined, rec.to_peer(addr), now));
+        }
+        Verification::Failed { retry_at_ms } => {
+            rec.verify_attempts = rec.verify_attempts.saturating_add(1);
+            t.make_pending(addr, &mut rec, retry_at_ms)?;
+            t.put(addr, &rec)?;
+        }
+    }
+    Ok(())
 }
 
 fn remove(
@@ -295,7 +357,9 @@ fn remove(
     t.delete(addr, &rec)?;
     let last = rec.last_signed_ts_ms.max(cmd.timestamp_ms);
     t.tombstone(addr, &rec, last, last.saturating_add(window))?;
-    events.push(event(PeerEventKind::Left, rec.to_peer(addr), now));
+    if !rec.pending {
+        events.push(event(PeerEventKind::Left, rec.to_peer(addr), now));
+    }
     Ok(true)
 }
 

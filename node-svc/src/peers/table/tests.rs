@@ -30,7 +30,7 @@ fn self_and_invalid_addresses_are_never_learned() {
     assert!(t.learn("a:1", PeerSource::Bootstrap, None));
     assert!(!t.learn("A:1", PeerSource::Inbound, None), "same canonical address");
     // Our own ping to a:1 was answered with our node id: dropped and remembered.
-    t.alive("a:1", tip("me", 5), 10);
+    t.alive("a:1", tip("me", 5), true, 10);
     assert!(t.snapshot().is_empty());
     assert!(!t.learn("a:1", PeerSource::Bootstrap, None));
 }
@@ -39,7 +39,7 @@ fn self_and_invalid_addresses_are_never_learned() {
 fn misses_make_a_peer_failing_with_backoff_and_a_reply_revives_it() {
     let t = table();
     t.learn("a:1", PeerSource::Bootstrap, None);
-    t.alive("a:1", tip("x", 5), 1_000);
+    t.alive("a:1", tip("x", 5), true, 1_000);
     t.failed("a:1", 2_000);
     assert_eq!(t.snapshot()[0].state, PeerState::Active);
     t.failed("a:1", 3_000);
@@ -50,7 +50,7 @@ fn misses_make_a_peer_failing_with_backoff_and_a_reply_revives_it() {
     assert!(t.due_for_ping(3_000).is_empty());
     assert_eq!(t.due_for_ping(3_200).len(), 1);
     assert!(t.gossip_targets(None, 8).is_empty(), "failing peers get no gossip");
-    t.alive("a:1", tip("x", 5), 4_000);
+    t.alive("a:1", tip("x", 5), true, 4_000);
     assert_eq!(t.snapshot()[0].state, PeerState::Active);
 }
 
@@ -61,7 +61,7 @@ fn misbehaviour_bans_until_the_ban_expires() {
     assert!(!t.penalize("a:1", INVALID_BLOCK_PENALTY, "bad block", 0));
     assert!(t.penalize("a:1", INVALID_BLOCK_PENALTY, "bad block", 0));
     assert!(t.is_banned("a:1", 1));
-    t.alive("a:1", tip("x", 5), 2);
+    t.alive("a:1", tip("x", 5), true, 2);
     assert!(t.is_banned("a:1", 3), "a reply does not lift a ban");
     assert!(!t.is_banned("a:1", BAN_DURATION_MS + 1));
 }
@@ -107,7 +107,7 @@ fn a_peer_that_never_answered_is_forgotten_after_its_tries_but_configured_ones_s
     t.learn("dead:1", PeerSource::Bootstrap, None);
     t.learn("mine:1", PeerSource::Configured, None);
     t.learn("flaky:1", PeerSource::Bootstrap, None);
-    t.alive("flaky:1", tip("f", 1), 1);
+    t.alive("flaky:1", tip("f", 1), true, 1);
     for i in 0..limits().max_dial_attempts as u64 {
         for a in ["dead:1", "mine:1", "flaky:1"] {
             t.failed(a, 10 + i);
@@ -124,12 +124,12 @@ fn the_table_is_bounded_and_evicts_the_least_useful() {
     for a in ["a:1", "b:1", "c:1"] {
         t.learn(a, PeerSource::Bootstrap, None);
     }
-    t.alive("a:1", tip("a", 1), 1);
-    t.alive("b:1", tip("b", 1), 1);
+    t.alive("a:1", tip("a", 1), true, 1);
+    t.alive("b:1", tip("b", 1), true, 1);
     assert!(t.learn("d:1", PeerSource::Bootstrap, None));
     let addrs: Vec<_> = t.snapshot().into_iter().map(|p| p.address).collect();
     assert_eq!(addrs, ["a:1", "b:1", "d:1"], "the never-reached peer made room");
-    t.alive("a:1", tip("a", 9), 2);
+    t.alive("a:1", tip("a", 9), true, 2);
     assert_eq!(t.best_ahead(5).as_deref(), Some("a:1"));
     assert!(t.best_ahead(9).is_none());
 }
@@ -139,7 +139,7 @@ fn inbound_peers_are_capped_and_the_least_useful_one_makes_room() {
     let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
     t.learn("in1:1", PeerSource::Inbound, None);
     t.learn("in2:1", PeerSource::Inbound, None);
-    t.alive("in1:1", tip("1", 1), 5);
+    t.alive("in1:1", tip("1", 1), true, 5);
     for i in 3..20 {
         t.learn(&format!("in{i}:1"), PeerSource::Inbound, None);
     }
@@ -185,4 +185,71 @@ fn the_same_seed_makes_the_same_random_choices() {
     let other = make(43);
     let picks = |t: &PeerTable| (0..5).map(|_| t.gossip_targets(None, 4)).collect::<Vec<_>>();
     assert_ne!(picks(&make(42)), picks(&other), "another seed chooses differently");
+}
+
+#[test]
+fn a_node_id_hint_is_corrected_only_by_a_better_source_and_never_once_proven() {
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
+    let id = |t: &PeerTable| t.node_id_of("a:1");
+    t.learn("a:1", PeerSource::PeerExchange, Some("from-a-peer"));
+    assert_eq!(id(&t).as_deref(), Some("from-a-peer"));
+    t.learn("a:1", PeerSource::Inbound, Some("another-peer-says"));
+    assert_eq!(id(&t).as_deref(), Some("from-a-peer"), "an equally trusted hint does not replace it");
+    t.learn("a:1", PeerSource::Bootstrap, Some("registered"));
+    assert_eq!(id(&t).as_deref(), Some("registered"), "the bootstrap's word beats a peer's");
+    // Our own handshake proved who is there: nobody's hint changes it.
+    t.alive("a:1", tip("proven", 1), true, 5);
+    t.learn("a:1", PeerSource::Configured, Some("operator-typo"));
+    let p = t.snapshot().into_iter().find(|p| p.address == "a:1").unwrap();
+    assert_eq!((p.node_id.as_str(), p.verified), ("proven", true));
+    // An answer over a link that proved nothing (plaintext) cannot override it either.
+    t.alive("a:1", tip("claimed", 1), false, 6);
+    assert_eq!(id(&t).as_deref(), Some("proven"));
+}
+
+#[test]
+fn a_node_proven_at_one_address_is_not_learned_again_at_another() {
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
+    t.learn("a:1", PeerSource::Bootstrap, None);
+    t.alive("a:1", tip("x", 1), true, 1);
+    assert!(!t.learn("b:1", PeerSource::Inbound, Some("x")), "one entry per node");
+    assert!(t.learn("c:1", PeerSource::Inbound, Some("y")));
+    assert_eq!(t.address_of("x").as_deref(), Some("a:1"));
+    assert_eq!(t.address_of("y").as_deref(), Some("c:1"));
+}
+
+#[test]
+fn banning_a_node_id_drops_and_bans_where_it_was_proven_and_nothing_else() {
+    let t = PeerTable::new("me:1".into(), "me".into(), PeerLimits { max_peers: 100, ..limits() }, 7);
+    // Someone claims the bad node is at an honest address: a hint, not proof.
+    assert!(t.learn("honest:1", PeerSource::PeerExchange, Some("bad-id")));
+    t.learn("bad:1", PeerSource::Bootstrap, None);
+    t.alive("bad:1", tip("bad-id", 1), true, 1);
+    assert!(t.penalize("bad-id", BAN_SCORE, "invalid block", 10));
+    assert!(t.is_node_banned("bad-id", 11));
+    assert!(t.is_banned("bad:1", 11), "the address it was proven at is banned with it");
+    assert!(!t.contains("bad:1"));
+    assert!(!t.is_banned("honest:1", 11), "a mere claim about an address bans nothing");
+    assert!(t.contains("honest:1"));
+    assert!(!t.learn("elsewhere:1", PeerSource::Inbound, Some("bad-id")), "a banned id is not learned");
+    // If the honest address turns out to be the banned node, it goes too.
+    t.alive("honest:1", tip("bad-id", 1), true, 12);
+    assert!(!t.contains("honest:1"));
+    // Everything ends on the timer.
+    t.expire_bans(10 + BAN_DURATION_MS);
+    assert!(!t.is_node_banned("bad-id", 10 + BAN_DURATION_MS) && !t.is_banned("bad:1", 10 + BAN_DURATION_MS));
+}
+
+#[test]
+fn an_inbound_node_without_an_entry_is_scored_and_scores_are_bounded() {
+    let t = table();
+    assert!(!t.penalize("inbound-id", INVALID_BLOCK_PENALTY, "bad", 0));
+    assert!(t.penalize("inbound-id", INVALID_BLOCK_PENALTY, "bad", 0));
+    assert!(t.is_node_banned("inbound-id", 1));
+    for i in 0..MAX_SCORES + 50 {
+        t.penalize(&format!("n{i}"), -1, "minor", 0);
+    }
+    assert!(t.lock().scores.len() <= MAX_SCORES + 1);
+    assert!(t.unban("inbound-id"));
+    assert!(!t.is_node_banned("inbound-id", 2));
 }
