@@ -1,14 +1,14 @@
-//! Every Node request message, decoded from arbitrary bytes and turned into
-//! the node's domain types the way the service does: nothing may panic, and
-//! a block that converts must survive a round trip.
+//! Every Node and Admin request message, decoded from arbitrary bytes and
+//! turned into the node's domain types the way the services do: nothing may
+//! panic, and a block that converts must survive a round trip.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use node_svc::chain::{NetworkParams, validate};
 use node_svc::convert::{block_from_proto, block_to_proto};
+use p2p_proto::admin::{AddPeerRequest, BanPeerRequest, MineBlockRequest, RemovePeerRequest};
 use p2p_proto::node::{
-    Block, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, MineBlockRequest, PingRequest,
-    SendBlockRequest,
+    Block, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, PingRequest, SendBlockRequest,
 };
 use prost::Message;
 
@@ -60,6 +60,17 @@ fuzz_target!(|data: &[u8]| {
         4 => {
             let _ = MineBlockRequest::decode(bytes);
             let _ = GetPeersRequest::decode(bytes);
+            if let Ok(r) = AddPeerRequest::decode(bytes)
+                && let Ok(t) = p2p_proto::dial::Target::parse(&r.peer)
+            {
+                check_sender(&t.address);
+            }
+            if let Ok(r) = BanPeerRequest::decode(bytes) {
+                let _ = p2p_proto::signing::is_node_id(&r.peer) || p2p_proto::address::canonicalize(&r.peer).is_ok();
+            }
+            if let Ok(r) = RemovePeerRequest::decode(bytes) {
+                check_sender(&r.address);
+            }
         }
         _ => {
             let _ = BroadcastBlockchainResponse::decode(bytes);
