@@ -204,3 +204,42 @@ impl Admin for AdminService {
         Ok(Response::new(RemovePeerResponse { removed }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(token: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(t) = token {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn beyond_loopback_every_call_needs_the_cookie_and_loopback_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = AdminAuth::for_listener("10.1.2.3:3100".parse().unwrap(), None, dir.path()).unwrap();
+        let cookie = std::fs::read_to_string(dir.path().join(COOKIE_FILE)).unwrap();
+        assert_eq!(cookie.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(COOKIE_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "only the owner reads the cookie");
+        }
+        assert_eq!(auth.check(call(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(auth.check(call(Some("guess"))).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert!(auth.check(call(Some(&cookie))).is_ok());
+        // A new start, a new cookie: the old one is worthless.
+        let again = AdminAuth::for_listener("10.1.2.3:3100".parse().unwrap(), None, dir.path()).unwrap();
+        assert!(again.check(call(Some(&cookie))).is_err());
+
+        let open = AdminAuth::for_listener("127.0.0.1:3100".parse().unwrap(), None, dir.path()).unwrap();
+        assert!(open.check(call(None)).is_ok(), "loopback without a configured token is open");
+        let configured = AdminAuth::for_listener("127.0.0.1:3100".parse().unwrap(), Some("tok"), dir.path()).unwrap();
+        assert!(configured.check(call(None)).is_err(), "a configured token applies on loopback too");
+        assert!(configured.check(call(Some("tok"))).is_ok());
+    }
+}

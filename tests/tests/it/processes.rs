@@ -229,3 +229,96 @@ async fn out_of_file_descriptors_the_servers_neither_spin_nor_stay_down() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_real_binaries_refuse_an_impostor_and_mine_only_on_a_token_guarded_admin_port() {
+    use p2p_proto::admin::{AddPeerRequest, ListConnectionsRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, extra: &[&str]| {
+        let (file, admin_file) = (addr_file(dir.path(), name), addr_file(dir.path(), &format!("{name}-admin")));
+        let proc = spawn(
+            Command::new(binary("node-svc"))
+                .args(["--listen", "127.0.0.1:0", "--difficulty-bits", "8", "--ping-interval-ms", "200"])
+                .args(extra)
+                .arg("--addr-file")
+                .arg(&file)
+                .arg("--admin-addr-file")
+                .arg(&admin_file)
+                .arg("--data-dir")
+                .arg(dir.path().join(name)),
+        );
+        (proc, file, admin_file)
+    };
+    // A: a real node whose admin API insists on a token.
+    let (_a, a_file, a_admin_file) = start("a", &["--admin-token", "let-me-in"]);
+    let (a_addr, a_admin) = (bound_addr(&a_file).await, bound_addr(&a_admin_file).await);
+    let a_id = {
+        let (key, _) = p2p_proto::identity::load_or_create(&dir.path().join("a").join("node.key")).unwrap();
+        p2p_proto::signing::node_id(&key.verifying_key().to_bytes())
+    };
+    // B is told that another node id lives at A's address: A cannot prove it.
+    let impostor_id = p2p_proto::signing::node_id(&[3; 32]);
+    let (_b, b_file, b_admin_file) = start("b", &["--peer", &format!("{impostor_id}@{a_addr}"), "--max-failures", "1"]);
+    let b_admin = bound_addr(&b_admin_file).await;
+    let mut b = AdminClient::new(connect(&b_admin, true).await);
+    let a_entry = |b: AdminClient<tonic::transport::Channel>| {
+        let a_addr = a_addr.clone();
+        async move {
+            let list = b.clone().list_connections(ListConnectionsRequest {}).await.ok()?.into_inner().connections;
+            list.into_iter().find(|c| c.address == a_addr)
+        }
+    };
+    eventually(Duration::from_secs(30), "A is failing at B: its handshake proves the wrong id", || async {
+        a_entry(b.clone()).await.filter(|c| c.state() == p2p_proto::node::PeerState::Failing)
+    })
+    .await;
+    let entry = a_entry(b.clone()).await.unwrap();
+    assert!(!entry.verified && entry.node_id == impostor_id, "{entry:?}");
+    // The operator corrects it (remove, add with the right id): A is active, proven.
+    b.remove_peer(p2p_proto::admin::RemovePeerRequest { address: a_addr.clone() }).await.unwrap();
+    b.add_peer(AddPeerRequest { peer: format!("{a_id}@{a_addr}") }).await.unwrap();
+    eventually(Duration::from_secs(30), "A is active at B under its proven id", || async {
+        a_entry(b.clone()).await.filter(|c| c.verified && c.node_id == a_id && c.state() == p2p_proto::node::PeerState::Active)
+    })
+    .await;
+
+    // A same-host attacker with a certificate of its own sends B invalid
+    // blocks in A's name: the attacker is banned, A stays active.
+    let attacker = ed25519_dalek::SigningKey::from_bytes(&[77; 32]);
+    let attacker_id = p2p_proto::signing::node_id(&attacker.verifying_key().to_bytes());
+    let b_addr = bound_addr(&b_file).await;
+    let mut evil = NodeClient::new(node_svc::testkit::channel_as(&b_addr, &attacker, None).await);
+    let params = node_svc::chain::NetworkParams { difficulty_bits: 8, ..node_svc::chain::NetworkParams::devnet() };
+    let mut tampered = node_svc::convert::block_to_proto(
+        &node_svc::chain::testing::chain_of(&params, 1, p2p_proto::unix_ms_now() - 60_000)[1],
+    );
+    tampered.nonce += 1;
+    let as_a = p2p_proto::node::Sender { node_id: a_id.clone(), address: a_addr.clone() };
+    for _ in 0..3 {
+        let req = p2p_proto::node::SendBlockRequest { block: Some(tampered.clone()), sender: Some(as_a.clone()) };
+        assert!(evil.send_block(req).await.is_err());
+    }
+    let list = b.list_connections(ListConnectionsRequest {}).await.unwrap().into_inner().connections;
+    assert!(
+        list.iter().any(|c| c.node_id == attacker_id && c.state() == p2p_proto::node::PeerState::Banned),
+        "the attacker's proven id is banned: {list:?}"
+    );
+    let a_now = a_entry(b.clone()).await.unwrap();
+    assert_eq!(a_now.state(), p2p_proto::node::PeerState::Active, "A is neither banned nor dropped: {a_now:?}");
+    assert!(a_now.score >= 0, "{a_now:?}");
+
+    // The public port serves no MineBlock; the admin port wants the token.
+    let mut on_p2p = AdminClient::new(connect(&a_addr, false).await);
+    let err = on_p2p.mine_block(MineBlockRequest { data: b"x".to_vec() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    let mut admin = AdminClient::new(connect(&a_admin, true).await);
+    let err = admin.mine_block(MineBlockRequest { data: b"x".to_vec() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let mut wrong = tonic::Request::new(MineBlockRequest { data: b"x".to_vec() });
+    wrong.metadata_mut().insert("authorization", "Bearer let-me-out".parse().unwrap());
+    assert_eq!(admin.mine_block(wrong).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let mut right = tonic::Request::new(MineBlockRequest { data: b"from the operator".to_vec() });
+    right.metadata_mut().insert("authorization", "Bearer let-me-in".parse().unwrap());
+    let mined = admin.mine_block(right).await.unwrap().into_inner();
+    assert_eq!(mined.block.unwrap().index, 1);
+}
