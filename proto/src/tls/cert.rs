@@ -122,24 +122,54 @@ fn extension(identity: &SigningKey, spki: &[u8]) -> rcgen::CustomExtension {
     ext
 }
 
-/// A parsed certificate whose identity and self-signature were verified.
+/// A certificate taken apart: the identity it claims and what proves it.
+/// [`Parsed::check`] decides whether it does.
 #[derive(Debug)]
-pub struct Verified<'a> {
+pub struct Parsed<'a> {
     pub identity: PeerIdentity,
+    /// The identity key's signature over the certificate key.
+    signature: ed25519_dalek::Signature,
     cert: X509Certificate<'a>,
 }
 
-impl Verified<'_> {
+impl Parsed<'_> {
     /// The certificate key's SubjectPublicKeyInfo (DER), which signs the
     /// TLS handshake.
     pub fn spki(&self) -> &[u8] {
         self.cert.tbs_certificate.subject_pki.raw
     }
+
+    /// Whether the certificate proves its identity at `now`: inside its
+    /// validity period, self-signed (ECDSA P-256/SHA-256 or Ed25519), and
+    /// the certificate key signed by the identity key.
+    pub fn check(&self, now: UnixTime) -> Result<(), CertError> {
+        let at = x509_parser::time::ASN1Time::from_timestamp(now.as_secs().min(i64::MAX as u64) as i64)
+            .map_err(|_| CertError::Expired)?;
+        if !self.cert.validity().is_valid_at(at) {
+            return Err(CertError::Expired);
+        }
+        verify_self_signature(&self.cert)?;
+        let key = VerifyingKey::from_bytes(&self.identity.public_key).map_err(|_| CertError::NotEd25519)?;
+        let mut message = SIGNING_PREFIX.to_vec();
+        message.extend_from_slice(self.spki());
+        key.verify_strict(&message, &self.signature).map_err(|_| CertError::BadIdentitySignature)
+    }
 }
 
 /// Checks that `der` is a certificate by the libp2p rules, valid at `now`,
 /// and returns the identity it proves.
-pub fn verify(der: &[u8], now: UnixTime) -> Result<Verified<'_>, CertError> {
+pub fn verify(der: &[u8], now: UnixTime) -> Result<Parsed<'_>, CertError> {
+    let parsed = parse(der)?;
+    parsed.check(now)?;
+    Ok(parsed)
+}
+
+/// Takes a certificate apart without checking what it claims (see
+/// [`verify`]): for a certificate a finished handshake already verified.
+/// Refuses what is not one: oversized or bad DER, trailing bytes, the
+/// extension missing or twice, an unknown critical extension, a key that
+/// is not ed25519.
+pub fn parse(der: &[u8]) -> Result<Parsed<'_>, CertError> {
     if der.len() > MAX_CERT_BYTES {
         return Err(CertError::TooLarge(der.len()));
     }
@@ -147,12 +177,6 @@ pub fn verify(der: &[u8], now: UnixTime) -> Result<Verified<'_>, CertError> {
     if !rest.is_empty() {
         return Err(CertError::BadDer);
     }
-    let at = x509_parser::time::ASN1Time::from_timestamp(now.as_secs().min(i64::MAX as u64) as i64)
-        .map_err(|_| CertError::Expired)?;
-    if !cert.validity().is_valid_at(at) {
-        return Err(CertError::Expired);
-    }
-    verify_self_signature(&cert)?;
     let oid = x509_parser::der_parser::oid::Oid::from(&EXTENSION_OID).map_err(|_| CertError::BadExtension)?;
     let mut found = None;
     for ext in cert.extensions() {
@@ -170,12 +194,8 @@ pub fn verify(der: &[u8], now: UnixTime) -> Result<Verified<'_>, CertError> {
         yasna::decode_der(content).map_err(|_| CertError::BadExtension)?;
     let key = public_key.strip_prefix(ED25519_PROTOBUF_PREFIX.as_slice()).ok_or(CertError::NotEd25519)?;
     let key: [u8; 32] = key.try_into().map_err(|_| CertError::NotEd25519)?;
-    let verifying = VerifyingKey::from_bytes(&key).map_err(|_| CertError::NotEd25519)?;
     let signature = ed25519_dalek::Signature::from_slice(&signature).map_err(|_| CertError::BadIdentitySignature)?;
-    let mut message = SIGNING_PREFIX.to_vec();
-    message.extend_from_slice(cert.tbs_certificate.subject_pki.raw);
-    verifying.verify_strict(&message, &signature).map_err(|_| CertError::BadIdentitySignature)?;
-    Ok(Verified { identity: PeerIdentity::from_key(key), cert })
+    Ok(Parsed { identity: PeerIdentity::from_key(key), signature, cert })
 }
 
 /// Critical extensions a certificate may carry besides ours (what rcgen

@@ -169,14 +169,16 @@ impl Verifier {
         Ok(())
     }
 
+    /// The handshake signature by the certificate key; rustls calls this
+    /// only for a certificate [`Verifier::check`] accepted.
     fn verify_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let verified = cert::verify(cert.as_ref(), UnixTime::now()).map_err(cert_error)?;
-        let spki = SubjectPublicKeyInfoDer::from(verified.spki());
+        let parsed = cert::parse(cert.as_ref()).map_err(cert_error)?;
+        let spki = SubjectPublicKeyInfoDer::from(parsed.spki());
         rustls::crypto::verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algorithms)
     }
 
@@ -292,10 +294,11 @@ pub fn write_cert_pem(dir: &std::path::Path, identity: &TlsIdentity) -> std::io:
     std::fs::rename(&tmp, &path)
 }
 
-/// The identity the other end proved in a finished handshake.
+/// The identity the other end proved in a finished handshake (whose
+/// verifier already checked the certificate).
 pub fn proven_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<PeerIdentity> {
     let first = certs?.first()?;
-    cert::verify(first.as_ref(), UnixTime::now()).ok().map(|v| v.identity)
+    cert::parse(first.as_ref()).ok().map(|p| p.identity)
 }
 
 /// What a server knows about the connection a request came over: the
