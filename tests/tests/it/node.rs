@@ -300,3 +300,24 @@ async fn a_spoofed_sender_cannot_get_an_honest_peer_banned() {
     node.stop().await;
     honest.stop().await;
 }
+
+#[tokio::test]
+async fn a_plaintext_network_still_works_for_local_experiments() {
+    let net = TestNet::launch_with(
+        3,
+        |b| b.plaintext = true,
+        |dir, addr, bootstrap| {
+            let mut c = node_config(dir, addr, Some(bootstrap), BITS);
+            c.plaintext = true;
+            c
+        },
+    )
+    .await;
+    node_svc::testkit::all_active(&net.refs()).await;
+    let block = mine(&net.nodes[0], "no TLS").await;
+    let tip = converged(&net.refs(), 1, WAIT).await;
+    assert_eq!(tip.hash.as_slice(), block.hash.as_slice());
+    // Nothing is proven without TLS: peers are known by what they answered.
+    assert!(net.nodes[1].node().peers().snapshot().iter().all(|p| !p.verified));
+    net.stop().await;
+}

@@ -278,7 +278,9 @@ async fn the_real_binaries_refuse_an_impostor_and_mine_only_on_a_token_guarded_a
     b.remove_peer(p2p_proto::admin::RemovePeerRequest { address: a_addr.clone() }).await.unwrap();
     b.add_peer(AddPeerRequest { peer: format!("{a_id}@{a_addr}") }).await.unwrap();
     eventually(Duration::from_secs(30), "A is active at B under its proven id", || async {
-        a_entry(b.clone()).await.filter(|c| c.verified && c.node_id == a_id && c.state() == p2p_proto::node::PeerState::Active)
+        a_entry(b.clone())
+            .await
+            .filter(|c| c.verified && c.node_id == a_id && c.state() == p2p_proto::node::PeerState::Active)
     })
     .await;
 
@@ -321,4 +323,36 @@ async fn the_real_binaries_refuse_an_impostor_and_mine_only_on_a_token_guarded_a
     right.metadata_mut().insert("authorization", "Bearer let-me-in".parse().unwrap());
     let mined = admin.mine_block(right).await.unwrap().into_inner();
     assert_eq!(mined.block.unwrap().index, 1);
+}
+
+#[tokio::test]
+async fn p2pctl_reads_the_admin_cookie_of_a_node_whose_admin_api_is_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, admin_file) = (addr_file(dir.path(), "n"), addr_file(dir.path(), "n-admin"));
+    let data = dir.path().join("n");
+    let _node = spawn(
+        Command::new(binary("node-svc"))
+            .args(["--listen", "127.0.0.1:0", "--difficulty-bits", "8", "--admin-listen", "0.0.0.0:0"])
+            .arg("--addr-file")
+            .arg(&file)
+            .arg("--admin-addr-file")
+            .arg(&admin_file)
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    bound_addr(&file).await;
+    let port = bound_addr(&admin_file).await.rsplit(':').next().unwrap().to_string();
+    let admin = format!("127.0.0.1:{port}");
+    let p2pctl = |extra: &[&str]| {
+        let mut cmd = Command::new(binary("p2pctl"));
+        cmd.args(["--admin", &admin]).args(extra).args(["node", "mine", "with the cookie"]);
+        cmd.output().unwrap()
+    };
+    // Bound to every interface: no token, no mining.
+    let refused = p2pctl(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"), "{refused:?}");
+    let ok = p2pctl(&["--data-dir", data.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("mined block 1"), "{ok:?}");
 }
