@@ -12,6 +12,11 @@ fn help_lists_every_flag_with_its_env_var() {
     let help = String::from_utf8_lossy(&out.stdout);
     for (flag, env) in [
         ("--listen", "BOOTSTRAP_LISTEN"),
+        ("--verify-registrations", "BOOTSTRAP_VERIFY_REGISTRATIONS"),
+        ("--network", "BOOTSTRAP_NETWORK"),
+        ("--verify-concurrency", "BOOTSTRAP_VERIFY_CONCURRENCY"),
+        ("--verify-per-host-per-minute", "BOOTSTRAP_VERIFY_PER_HOST_PER_MINUTE"),
+        ("--plaintext", "P2P_PLAINTEXT"),
         ("--data-dir", "BOOTSTRAP_DATA_DIR"),
         ("--default-ttl-secs", "BOOTSTRAP_DEFAULT_TTL_SECS"),
         ("--min-ttl-secs", "BOOTSTRAP_MIN_TTL_SECS"),

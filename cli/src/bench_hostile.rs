@@ -57,8 +57,12 @@ pub async fn run(
 
     // 1. One BroadcastBlockchain stream of huge, unvalidated messages.
     let started = Instant::now();
-    let junk =
-        Block { data: vec![0xAB; message_bytes], prev_hash: vec![0; 32], hash: vec![0; 32], ..Default::default() };
+    let junk = Block {
+        transactions: vec![p2p_proto::node::Transaction { payload: vec![0xAB; message_bytes], ..Default::default() }],
+        prev_hash: vec![0; 32],
+        hash: vec![0; 32],
+        ..Default::default()
+    };
     let stream = futures::stream::iter((0..messages).map(move |i| Block { index: i as u64 + 1, ..junk.clone() }));
     let outcome = match client.clone().broadcast_blockchain(stream).await {
         Ok(r) => format!("accepted?! {}", r.into_inner().message),

@@ -8,6 +8,7 @@ mod connect;
 mod devnet;
 mod node;
 mod output;
+mod tx;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,15 @@ enum Command {
     /// Look at the whole network.
     #[command(subcommand)]
     Network(node::NetworkCmd),
+    /// Send and look up transactions (through --node).
+    #[command(subcommand)]
+    Tx(tx::TxCmd),
+    /// A node's pending transactions, oldest first.
+    Mempool {
+        /// Most entries to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Run a local network of processes (no Docker needed).
     #[command(subcommand)]
     Devnet(devnet::DevnetCmd),
@@ -126,6 +136,8 @@ async fn main() {
         Command::Bootstrap(cmd) => bootstrap::run(&cli.bootstrap, cmd, cli.json).await,
         Command::Node(cmd) => node::run(&cli.node, &admin, cmd, cli.json).await,
         Command::Network(cmd) => node::network(&cli.bootstrap, cmd, cli.json).await,
+        Command::Tx(cmd) => tx::run(&cli.node, cmd, cli.json).await,
+        Command::Mempool { limit } => tx::mempool(&cli.node, limit, cli.json).await,
         Command::Devnet(cmd) => devnet::run(cmd, cli.json).await,
         Command::Health { endpoint, service } => health(&endpoint, service).await,
         Command::Bench(cmd) => bench::run(cmd).await,

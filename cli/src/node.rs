@@ -44,6 +44,11 @@ pub enum NodeCmd {
     AddPeer { peer: String },
     /// Forget a peer (admin API).
     RemovePeer { address: String },
+    /// Start or stop mining continuously (admin API).
+    Mining {
+        #[arg(value_parser = ["start", "stop"])]
+        action: String,
+    },
     /// List main-chain blocks.
     Blocks {
         /// First height to show.
@@ -72,9 +77,9 @@ fn short(hash: &[u8]) -> String {
 pub fn block_json(b: &Block) -> serde_json::Value {
     json!({
         "index": b.index, "timestamp_unix_ms": b.timestamp_unix_ms,
-        "data": String::from_utf8_lossy(&b.data), "data_hex": hex::encode(&b.data),
         "prev_hash": hex::encode(&b.prev_hash), "nonce": b.nonce,
-        "difficulty_bits": b.difficulty_bits, "hash": hex::encode(&b.hash),
+        "bits": format!("{:#010x}", b.bits), "hash": hex::encode(&b.hash),
+        "transactions": b.transactions.iter().map(crate::tx::tx_json).collect::<Vec<_>>(),
     })
 }
 
@@ -87,18 +92,22 @@ fn block_from_json(v: &serde_json::Value) -> anyhow::Result<Block> {
         hex::decode(field(name)?.as_str().with_context(|| format!("{name:?} must be a hex string"))?)
             .with_context(|| format!("{name:?} is not valid hex"))
     };
-    let data = match v.get("data_hex") {
-        Some(_) => hexf("data_hex")?,
-        None => field("data")?.as_str().context("\"data\" must be a string")?.as_bytes().to_vec(),
-    };
+    let bits = field("bits")?.as_str().context("\"bits\" must be a hex string like 0x1f00ffff")?;
+    let bits = u32::from_str_radix(bits.trim_start_matches("0x"), 16).context("\"bits\" is not a hex u32")?;
+    let transactions = field("transactions")?
+        .as_array()
+        .context("\"transactions\" must be a list")?
+        .iter()
+        .map(crate::tx::tx_from_json)
+        .collect::<anyhow::Result<_>>()?;
     Ok(Block {
         index: num("index")?,
         timestamp_unix_ms: num("timestamp_unix_ms")?,
-        data,
         prev_hash: hexf("prev_hash")?,
         nonce: num("nonce")?,
-        difficulty_bits: u32::try_from(num("difficulty_bits")?).context("difficulty_bits is too large")?,
+        bits,
         hash: hexf("hash")?,
+        transactions,
     })
 }
 
@@ -106,7 +115,9 @@ fn status_json(s: &GetStatusResponse) -> serde_json::Value {
     json!({
         "node_id": s.node_id, "address": s.address, "network": s.network, "height": s.height,
         "tip_hash": hex::encode(&s.tip_hash), "cumulative_work": work_from_bytes(&s.cumulative_work).to_string(),
-        "genesis_hash": hex::encode(&s.genesis_hash), "difficulty_bits": s.difficulty_bits,
+        "genesis_hash": hex::encode(&s.genesis_hash), "bits": format!("{:#010x}", s.bits),
+        "target_block_ms": s.target_block_ms, "mempool_count": s.mempool_count, "mempool_bytes": s.mempool_bytes,
+        "mining": s.mining,
         "peer_count": s.peer_count, "orphan_count": s.orphan_count, "version": s.version,
     })
 }
@@ -146,12 +157,15 @@ pub async fn run(endpoint: &str, admin: &AdminOpts, cmd: NodeCmd, json_out: bool
                 for (k, v) in [
                     ("node id", s.node_id.clone()),
                     ("address", s.address.clone()),
-                    ("network", format!("{} ({} bits)", s.network, s.difficulty_bits)),
+                    ("network", s.network.clone()),
+                    ("next target", format!("{:#010x} (block time {} ms)", s.bits, s.target_block_ms)),
                     ("height", s.height.to_string()),
                     ("tip", hex::encode(&s.tip_hash)),
                     ("cumulative work", work_from_bytes(&s.cumulative_work).to_string()),
                     ("genesis", hex::encode(&s.genesis_hash)),
                     ("active peers", s.peer_count.to_string()),
+                    ("mempool", format!("{} transactions, {} bytes", s.mempool_count, s.mempool_bytes)),
+                    ("mining", if s.mining { "continuously".into() } else { "on demand".into() }),
                     ("orphans", s.orphan_count.to_string()),
                     ("version", s.version.clone()),
                 ] {
@@ -173,9 +187,10 @@ pub async fn run(endpoint: &str, admin: &AdminOpts, cmd: NodeCmd, json_out: bool
             if json_out {
                 print_json(&json!(blocks.iter().map(block_json).collect::<Vec<_>>()));
             } else {
-                let mut t = Table::new(&["HEIGHT", "HASH", "PREV", "TIME", "DATA"]);
+                let mut t = Table::new(&["HEIGHT", "HASH", "PREV", "TIME", "TXS", "FIRST PAYLOAD"]);
                 for b in &blocks {
-                    let mut data = String::from_utf8_lossy(&b.data).into_owned();
+                    let first = b.transactions.first().map(|t| t.payload.as_slice()).unwrap_or_default();
+                    let mut data = String::from_utf8_lossy(first).into_owned();
                     if data.chars().count() > 40 {
                         data = data.chars().take(39).collect::<String>() + "…";
                     }
@@ -184,6 +199,7 @@ pub async fn run(endpoint: &str, admin: &AdminOpts, cmd: NodeCmd, json_out: bool
                         short(&b.hash),
                         short(&b.prev_hash),
                         relative(b.timestamp_unix_ms),
+                        b.transactions.len().to_string(),
                         data,
                     ]);
                 }
@@ -228,7 +244,8 @@ pub async fn run(endpoint: &str, admin: &AdminOpts, cmd: NodeCmd, json_out: bool
         | NodeCmd::Ban { .. }
         | NodeCmd::Unban { .. }
         | NodeCmd::AddPeer { .. }
-        | NodeCmd::RemovePeer { .. } => unreachable!("admin commands are handled by run_admin"),
+        | NodeCmd::RemovePeer { .. }
+        | NodeCmd::Mining { .. } => unreachable!("admin commands are handled by run_admin"),
         NodeCmd::SendBlock { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let v: serde_json::Value =
@@ -262,6 +279,7 @@ fn is_admin(cmd: &NodeCmd) -> bool {
             | NodeCmd::Unban { .. }
             | NodeCmd::AddPeer { .. }
             | NodeCmd::RemovePeer { .. }
+            | NodeCmd::Mining { .. }
     )
 }
 
@@ -350,6 +368,24 @@ async fn run_admin(admin: &AdminOpts, cmd: NodeCmd, json_out: bool) -> anyhow::R
                 if r.into_inner().removed { format!("{address} removed") } else { format!("{address} was not a peer") }
             );
         }
+        NodeCmd::Mining { action } => {
+            let r = if action == "start" {
+                client.start_mining(p2p_proto::admin::StartMiningRequest {}).await
+            } else {
+                client.stop_mining(p2p_proto::admin::StopMiningRequest {}).await
+            }
+            .map_err(connect::status)?
+            .into_inner();
+            if json_out {
+                print_json(&json!({"mining": r.mining, "blocks_found": r.blocks_found}));
+            } else {
+                println!(
+                    "mining {}; {} blocks found so far",
+                    if r.mining { "continuously" } else { "stopped" },
+                    r.blocks_found
+                );
+            }
+        }
         _ => unreachable!("node commands are handled by run"),
     }
     Ok(())
@@ -432,7 +468,7 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
             .collect();
         print_json(&json!({"nodes": nodes, "agree": agree, "summary": verdict}));
     } else {
-        let mut t = Table::new(&["NODE", "ADDRESS", "HEIGHT", "TIP", "PEERS", "REACHABLE"]);
+        let mut t = Table::new(&["NODE", "ADDRESS", "HEIGHT", "TIP", "PEERS", "MEMPOOL", "REACHABLE"]);
         for (a, s) in addresses.iter().zip(&statuses) {
             match s {
                 Ok(s) => t.row(vec![
@@ -441,9 +477,18 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
                     s.height.to_string(),
                     short(&s.tip_hash),
                     s.peer_count.to_string(),
+                    s.mempool_count.to_string(),
                     "yes".into(),
                 ]),
-                Err(e) => t.row(vec!["-".into(), a.clone(), "-".into(), "-".into(), "-".into(), format!("no: {e:#}")]),
+                Err(e) => t.row(vec![
+                    "-".into(),
+                    a.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("no: {e:#}"),
+                ]),
             }
         }
         t.print();

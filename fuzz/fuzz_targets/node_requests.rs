@@ -15,7 +15,7 @@ use prost::Message;
 fn check_block(pb: Block, params: &NetworkParams) {
     if let Ok(b) = block_from_proto(pb) {
         assert_eq!(block_from_proto(block_to_proto(&b)).ok().as_ref(), Some(&b));
-        let _ = validate::check_standalone(&b, params, 1_800_000_000_000);
+        let _ = validate::check_standalone(&b, params, &params.genesis().hash, 1_800_000_000_000);
     }
 }
 
@@ -26,7 +26,7 @@ fn check_sender(address: &str) {
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else { return };
     let params = NetworkParams { difficulty_bits: 1, ..NetworkParams::devnet() };
-    match kind % 6 {
+    match kind % 7 {
         0 => {
             if let Ok(r) = SendBlockRequest::decode(bytes) {
                 if let Some(b) = r.block {
@@ -71,6 +71,22 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(r) = RemovePeerRequest::decode(bytes) {
                 check_sender(&r.address);
             }
+        }
+        5 => {
+            // Transactions as SubmitTransaction, SendTransactions and
+            // AnnounceTransactions carry them.
+            if let Ok(t) = p2p_proto::node::Transaction::decode(bytes)
+                && let Ok(tx) = node_svc::convert::tx_from_proto(t)
+            {
+                assert_eq!(node_svc::convert::tx_from_proto(node_svc::convert::tx_to_proto(&tx)).ok(), Some(tx.clone()));
+                let _ = tx.check(&params.genesis().hash, params.max_tx_payload);
+            }
+            if let Ok(r) = p2p_proto::node::SendTransactionsRequest::decode(bytes) {
+                for t in r.transactions {
+                    let _ = node_svc::convert::tx_from_proto(t);
+                }
+            }
+            let _ = p2p_proto::node::AnnounceTransactionsRequest::decode(bytes);
         }
         _ => {
             let _ = BroadcastBlockchainResponse::decode(bytes);

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use p2p_proto::admin::admin_server::Admin;
 use p2p_proto::admin::{
     AddPeerRequest, AddPeerResponse, BanPeerRequest, BanPeerResponse, Connection, ListConnectionsRequest,
-    ListConnectionsResponse, MineBlockRequest, MineBlockResponse, RemovePeerRequest, RemovePeerResponse,
-    UnbanPeerRequest, UnbanPeerResponse,
+    ListConnectionsResponse, MineBlockRequest, MineBlockResponse, MiningResponse, RemovePeerRequest,
+    RemovePeerResponse, StartMiningRequest, StopMiningRequest, UnbanPeerRequest, UnbanPeerResponse,
 };
 use p2p_proto::node::PeerSource;
 use subtle::ConstantTimeEq;
@@ -117,6 +117,12 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    fn mining(&self) -> MiningResponse {
+        MiningResponse { mining: self.node.mining().enabled(), blocks_found: self.node.mining().blocks_found() }
+    }
+}
+
 /// A peer as the operator names it: a node id, or an address.
 fn culprit(peer: &str) -> Result<String, Error> {
     let peer = peer.trim();
@@ -136,7 +142,20 @@ impl Admin for AdminService {
             outcome: mined.outcome as i32,
             attempts: mined.attempts,
             elapsed_ms: mined.elapsed.as_millis() as u64,
+            transaction_id: mined.tx_id.map(|id| id.to_vec()).unwrap_or_default(),
         }))
+    }
+
+    async fn start_mining(&self, _request: Request<StartMiningRequest>) -> Result<Response<MiningResponse>, Status> {
+        self.node.mining().set(true);
+        tracing::info!("continuous mining started by the operator");
+        Ok(Response::new(self.mining()))
+    }
+
+    async fn stop_mining(&self, _request: Request<StopMiningRequest>) -> Result<Response<MiningResponse>, Status> {
+        self.node.mining().set(false);
+        tracing::info!("continuous mining stopped by the operator");
+        Ok(Response::new(self.mining()))
     }
 
     async fn list_connections(

@@ -81,6 +81,13 @@ pub struct NodeConfig {
     pub plaintext: bool,
     /// The admin API's token; None: the cookie file (see [`crate::admin`]).
     pub admin_token: Option<String>,
+    /// Mempool bounds: transactions, bytes, and transactions of one sender.
+    pub mempool: crate::mempool::pool::PoolLimits,
+    /// Mine continuously from the start (Admin.StartMining / StopMining toggle it).
+    pub mine: bool,
+    /// Transaction ids one announcement may carry, and transactions one
+    /// SendTransactions may carry.
+    pub max_tx_batch: usize,
 }
 
 impl NodeConfig {
@@ -117,6 +124,13 @@ impl NodeConfig {
             rng_seed: None,
             plaintext: false,
             admin_token: None,
+            mempool: crate::mempool::pool::PoolLimits {
+                max_count: 50_000,
+                max_bytes: 64 * 1024 * 1024,
+                max_per_sender: 256,
+            },
+            mine: false,
+            max_tx_batch: 1024,
         }
     }
 

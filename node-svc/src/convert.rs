@@ -1,21 +1,27 @@
 //! Every conversion between the wire (protobuf) and the node's domain types,
-//! in one place: blocks, outcomes, peers, tips.
+//! in one place: blocks, transactions, outcomes, peers, tips.
 
-use p2p_proto::node::{Block as PbBlock, BlockOutcome, PeerInfo, PingResponse};
+use p2p_proto::node::{Block as PbBlock, BlockOutcome, PeerInfo, PingResponse, Transaction as PbTransaction};
 
-use crate::chain::{Block, BlockError, Outcome, Tip, validate};
+use crate::chain::{Block, BlockError, Outcome, Tip, Transaction, validate};
 use crate::peers::PeerEntry;
 
 /// Converts the wire form, checking field sizes.
 pub fn block_from_proto(b: PbBlock) -> Result<Block, BlockError> {
+    let transactions = b
+        .transactions
+        .into_iter()
+        .enumerate()
+        .map(|(index, tx)| tx_from_proto(tx).map_err(|e| BlockError::Malformed(format!("transaction #{index}: {e}"))))
+        .collect::<Result<_, _>>()?;
     Ok(Block {
         index: b.index,
         timestamp_ms: b.timestamp_unix_ms,
         prev_hash: validate::hash_field("prev_hash", &b.prev_hash)?,
         hash: validate::hash_field("hash", &b.hash)?,
-        data: b.data,
+        bits: b.bits,
         nonce: b.nonce,
-        difficulty_bits: b.difficulty_bits,
+        transactions,
     })
 }
 
@@ -23,11 +29,42 @@ pub fn block_to_proto(b: &Block) -> PbBlock {
     PbBlock {
         index: b.index,
         timestamp_unix_ms: b.timestamp_ms,
-        data: b.data.clone(),
         prev_hash: b.prev_hash.to_vec(),
         nonce: b.nonce,
-        difficulty_bits: b.difficulty_bits,
+        bits: b.bits,
         hash: b.hash.to_vec(),
+        transactions: b.transactions.iter().map(tx_to_proto).collect(),
+    }
+}
+
+/// A malformed transaction field (its name and what is wrong).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct TxFieldError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// Converts the wire form, checking field sizes.
+pub fn tx_from_proto(t: PbTransaction) -> Result<Transaction, TxFieldError> {
+    let sender = <[u8; 32]>::try_from(t.sender.as_slice()).map_err(|_| TxFieldError {
+        field: "sender",
+        reason: format!("must be a 32-byte ed25519 public key, got {} bytes", t.sender.len()),
+    })?;
+    let signature = <[u8; 64]>::try_from(t.signature.as_slice()).map_err(|_| TxFieldError {
+        field: "signature",
+        reason: format!("must be a 64-byte ed25519 signature, got {} bytes", t.signature.len()),
+    })?;
+    Ok(Transaction { sender, nonce: t.nonce, timestamp_ms: t.timestamp_unix_ms, payload: t.payload, signature })
+}
+
+pub fn tx_to_proto(t: &Transaction) -> PbTransaction {
+    PbTransaction {
+        sender: t.sender.to_vec(),
+        nonce: t.nonce,
+        payload: t.payload.clone(),
+        timestamp_unix_ms: t.timestamp_ms,
+        signature: t.signature.to_vec(),
     }
 }
 
@@ -94,10 +131,15 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_and_bad_hash_lengths_are_refused() {
-        let b = crate::chain::testing::params().genesis();
+        let p = crate::chain::testing::params();
+        let b = crate::chain::testing::chain_of(&p, 1, 1_700_000_000_000).pop().unwrap();
+        assert_eq!(b.transactions.len(), 1);
         assert_eq!(block_from_proto(block_to_proto(&b)).unwrap(), b);
         let mut pb = block_to_proto(&b);
         pb.hash.pop();
         assert!(block_from_proto(pb).is_err());
+        let mut pb = block_to_proto(&b);
+        pb.transactions[0].signature.pop();
+        assert!(block_from_proto(pb).unwrap_err().to_string().contains("signature"));
     }
 }

@@ -2,13 +2,19 @@
 
 use tonic::{Code, Status};
 
+use crate::chain::tx::TxError;
 use crate::chain::{BlockError, StoreError};
+use crate::mempool::SubmitError;
+use crate::mempool::pool::Refused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A block broke a validity rule (the text names it).
     #[error("invalid block: {0}")]
     InvalidBlock(#[from] BlockError),
+    /// A transaction was refused (the text names the rule).
+    #[error(transparent)]
+    Transaction(#[from] SubmitError),
     /// A request field is missing, oversized or malformed.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
@@ -59,6 +65,7 @@ impl From<Error> for Status {
             // Early blocks are our clock's problem as much as the sender's.
             Error::InvalidBlock(BlockError::FromTheFuture { .. }) => Code::FailedPrecondition,
             Error::InvalidBlock(_) | Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::Transaction(e) => submit_code(e),
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Banned { .. } => Code::PermissionDenied,
@@ -70,6 +77,22 @@ impl From<Error> for Status {
             Error::ShuttingDown => Code::Unavailable,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// Each transaction rule has its own code, so a client can tell a bad
+/// signature from a replay from an oversized payload without parsing text.
+fn submit_code(e: &SubmitError) -> Code {
+    match e {
+        SubmitError::Invalid(TxError::TooLarge { .. }) => Code::OutOfRange,
+        SubmitError::Invalid(TxError::BadSignature { .. } | TxError::BadSender(_)) => Code::InvalidArgument,
+        SubmitError::Refused(Refused::Stale { .. } | Refused::Duplicate(_)) | SubmitError::Confirmed(_) => {
+            Code::AlreadyExists
+        }
+        SubmitError::Refused(Refused::NonceTaken { .. }) => Code::FailedPrecondition,
+        SubmitError::Refused(Refused::SenderFull { .. } | Refused::TooLarge { .. }) => Code::ResourceExhausted,
+        SubmitError::Storage(StoreError::Down) | SubmitError::ShuttingDown => Code::Unavailable,
+        SubmitError::Storage(_) => Code::Internal,
     }
 }
 
@@ -99,6 +122,16 @@ mod tests {
             (
                 Error::InvalidBlock(BlockError::FromTheFuture { ts: 2, ahead_ms: 1, max_ms: 0 }),
                 Code::FailedPrecondition,
+            ),
+            (Error::from(SubmitError::Invalid(TxError::TooLarge { len: 2, max: 1 })), Code::OutOfRange),
+            (Error::from(SubmitError::Invalid(TxError::BadSignature { sender: "s".into() })), Code::InvalidArgument),
+            (
+                Error::from(SubmitError::Refused(Refused::Stale { sender: "s".into(), nonce: 1, last: 1 })),
+                Code::AlreadyExists,
+            ),
+            (
+                Error::from(SubmitError::Refused(Refused::SenderFull { sender: "s".into(), max: 1 })),
+                Code::ResourceExhausted,
             ),
         ];
         for (e, code) in cases {

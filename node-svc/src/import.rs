@@ -152,7 +152,7 @@ impl NodeHandle {
                 };
                 last = Some(b.hash);
                 received += 1;
-                let bytes = b.data.len() + chain::params::MESSAGE_OVERHEAD;
+                let bytes = b.size();
                 let permit = self.reserve_inbound(bytes)?;
                 chunk.push(b, bytes, permit);
             }
@@ -206,7 +206,7 @@ impl NodeHandle {
         let b = convert::block_from_proto(pb)?;
         let config = self.config();
         let horizon = self.now_ms().saturating_add(config.network.max_future_ms);
-        validate::check_standalone(&b, &config.network, horizon)
+        validate::check_standalone(&b, &config.network, &self.chain().genesis_hash(), horizon)
             .map_err(|e| Error::invalid("block", format!("block #{position} of the stream: {e}")))?;
         if let Some(prev) = last.filter(|p| *p != b.prev_hash) {
             return Err(Error::invalid(

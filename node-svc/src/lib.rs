@@ -7,8 +7,10 @@
 //! - [`service`]: the `p2p.node.v1.Node` gRPC service (validation, then the handle).
 //! - [`admin`]: the operator's `p2p.admin.v1.Admin` service, on its own listener.
 //! - [`import`]: blocks from outside (SendBlock, BroadcastBlockchain) and penalties.
-//! - [`miner`]: mining on demand (Admin.MineBlock), proof of work off the async workers.
+//! - [`miner`]: mining on demand (Admin.MineBlock) and continuously, off the async workers.
 //! - [`gossip`]: a task relaying each new tip it hears of from the chain's events.
+//! - [`mempool`]: pending transactions (bounded, persisted, following the chain).
+//! - [`txgossip`]: announcing transaction ids; peers fetch what they lack.
 //! - [`sync`]: the [`sync::Syncer`] task and the [`sync::SyncHandle`] that asks it to sync.
 //! - [`heartbeat`]: pinging peers, and answering their pings.
 //! - [`pex`]: peer exchange, asking and answering.
@@ -35,6 +37,7 @@ pub mod gossip;
 pub mod heartbeat;
 pub mod import;
 pub mod membership;
+pub mod mempool;
 pub mod metrics;
 pub mod miner;
 pub mod node;
@@ -45,6 +48,7 @@ pub mod service;
 pub mod sync;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testkit;
+pub mod txgossip;
 
 pub use config::NodeConfig;
 pub use error::Error;

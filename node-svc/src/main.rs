@@ -47,12 +47,38 @@ struct Args {
     /// Network name; nodes on different networks never share blocks.
     #[arg(long, env = "NODE_NETWORK", default_value = "devnet")]
     network: String,
-    /// Leading zero bits a block hash needs (part of the network's identity).
+    /// Leading zero bits of the easiest target allowed (the difficulty limit;
+    /// every block's target when retargeting is off). Part of the network's identity.
     #[arg(long, env = "NODE_DIFFICULTY_BITS", default_value_t = 16)]
     difficulty_bits: u32,
-    /// Largest block data in bytes.
-    #[arg(long, env = "NODE_MAX_BLOCK_DATA", default_value_t = 64 * 1024)]
-    max_block_data: usize,
+    /// Retarget every block (LWMA-1) toward --block-time-ms; `false` keeps
+    /// the limit (a fixed difficulty). Part of the network's identity.
+    #[arg(long, env = "NODE_RETARGET", default_value_t = true, action = clap::ArgAction::Set)]
+    retarget: bool,
+    /// The block time the difficulty steers toward, in ms (consensus).
+    #[arg(long, env = "NODE_BLOCK_TIME_MS", default_value_t = 10_000)]
+    block_time_ms: u64,
+    /// Transactions one block may carry (consensus).
+    #[arg(long, env = "NODE_MAX_BLOCK_TXS", default_value_t = 2_000)]
+    max_block_txs: usize,
+    /// Bytes one block may have (consensus).
+    #[arg(long, env = "NODE_MAX_BLOCK_BYTES", default_value_t = 1024 * 1024)]
+    max_block_bytes: usize,
+    /// Bytes one transaction's payload may have (consensus).
+    #[arg(long, env = "NODE_MAX_TX_PAYLOAD", default_value_t = 64 * 1024)]
+    max_tx_payload: usize,
+    /// Mine continuously from the start (the admin API starts and stops it too).
+    #[arg(long, env = "NODE_MINE")]
+    mine: bool,
+    /// Transactions the mempool holds at most (the oldest make room).
+    #[arg(long, env = "NODE_MEMPOOL_MAX_TXS", default_value_t = 50_000)]
+    mempool_max_txs: usize,
+    /// Bytes the mempool holds at most.
+    #[arg(long, env = "NODE_MEMPOOL_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    mempool_max_bytes: usize,
+    /// Pending transactions one sender may have.
+    #[arg(long, env = "NODE_MEMPOOL_MAX_PER_SENDER", default_value_t = 256)]
+    mempool_max_per_sender: usize,
     /// Lease asked of the bootstrap in seconds (refreshed every third of it).
     #[arg(long, env = "NODE_REGISTER_TTL_SECS", default_value_t = 60)]
     register_ttl_secs: u32,
@@ -149,11 +175,27 @@ async fn main() -> anyhow::Result<()> {
     let mut config = NodeConfig::new(&args.data_dir, advertise);
     config.bootstrap = args.bootstrap;
     config.peers = args.peer;
+    anyhow::ensure!(
+        args.max_tx_payload + 256 <= args.max_block_bytes,
+        "--max-tx-payload {} does not fit in --max-block-bytes {}",
+        args.max_tx_payload,
+        args.max_block_bytes
+    );
     config.network = NetworkParams {
         name: args.network,
         difficulty_bits: args.difficulty_bits,
-        max_data_bytes: args.max_block_data,
+        retarget: args.retarget,
+        block_time_ms: args.block_time_ms.max(1),
+        max_block_txs: args.max_block_txs.max(1),
+        max_block_bytes: args.max_block_bytes,
+        max_tx_payload: args.max_tx_payload,
         ..NetworkParams::devnet()
+    };
+    config.mine = args.mine;
+    config.mempool = node_svc::mempool::pool::PoolLimits {
+        max_count: args.mempool_max_txs.max(1),
+        max_bytes: args.mempool_max_bytes.max(config.network.max_tx_bytes()),
+        max_per_sender: args.mempool_max_per_sender.max(1),
     };
     config.register_ttl_secs = args.register_ttl_secs.max(3);
     config.ping_interval = Duration::from_millis(args.ping_interval_ms.max(50));

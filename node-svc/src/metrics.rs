@@ -25,6 +25,12 @@ pub struct Stats {
     pub syncs_refused_banned: AtomicU64,
     /// Syncs that ended in an error (the peer failed, went silent or broke the rules).
     pub syncs_failed: AtomicU64,
+    /// Transaction ids peers announced to us.
+    pub tx_announced: AtomicU64,
+    /// Transaction bodies peers sent us (SendTransactions items).
+    pub tx_bodies_received: AtomicU64,
+    /// Transaction bodies we sent to peers.
+    pub tx_bodies_sent: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -40,6 +46,9 @@ pub struct StatsSnapshot {
     pub bootstrap_failures: u64,
     pub syncs_refused_banned: u64,
     pub syncs_failed: u64,
+    pub tx_announced: u64,
+    pub tx_bodies_received: u64,
+    pub tx_bodies_sent: u64,
 }
 
 impl Stats {
@@ -60,6 +69,9 @@ impl Stats {
             bootstrap_failures: l(&self.bootstrap_failures),
             syncs_refused_banned: l(&self.syncs_refused_banned),
             syncs_failed: l(&self.syncs_failed),
+            tx_announced: l(&self.tx_announced),
+            tx_bodies_received: l(&self.tx_bodies_received),
+            tx_bodies_sent: l(&self.tx_bodies_sent),
         }
     }
 }

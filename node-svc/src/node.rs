@@ -22,7 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::chain::ChainHandle;
 use crate::config::NodeConfig;
 use crate::gossip::BulkImports;
+use crate::mempool::Mempool;
 use crate::metrics::{Stats, StatsSnapshot};
+use crate::miner::MiningState;
 use crate::peers::{Dialer, PeerCache, PeerLimits, PeerTable};
 use crate::sync::SyncHandle;
 
@@ -41,6 +43,8 @@ struct Inner {
     peers: PeerTable,
     dialer: Dialer,
     sync: SyncHandle,
+    mempool: Mempool,
+    mining_state: MiningState,
     bulk: BulkImports,
     stats: Stats,
     /// Known-good peers on disk.
@@ -65,6 +69,7 @@ pub(crate) struct Parts {
     pub chain: ChainHandle,
     pub peer_cache: Arc<PeerCache>,
     pub sync: SyncHandle,
+    pub mempool: Mempool,
     /// How this node dials: TLS with its own certificate, or plaintext.
     pub tls: ClientTls,
     pub shutdown: CancellationToken,
@@ -72,7 +77,8 @@ pub(crate) struct Parts {
 
 impl NodeHandle {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { config, key, chain, peer_cache, sync, tls, shutdown } = parts;
+        let Parts { config, key, chain, peer_cache, sync, mempool, tls, shutdown } = parts;
+        let mining_state = MiningState::new(config.mine);
         let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
         let advertise =
             p2p_proto::address::canonicalize(&config.advertise).unwrap_or_else(|_| config.advertise.clone());
@@ -105,6 +111,8 @@ impl NodeHandle {
                 peers,
                 dialer: Dialer::new(tls),
                 sync,
+                mempool,
+                mining_state,
                 bulk: BulkImports::default(),
                 stats: Stats::default(),
                 peer_cache,
@@ -138,6 +146,13 @@ impl NodeHandle {
     }
     pub fn sync(&self) -> &SyncHandle {
         &self.inner.sync
+    }
+    pub fn mempool(&self) -> &Mempool {
+        &self.inner.mempool
+    }
+    /// Whether the node mines continuously (and what it found).
+    pub fn mining(&self) -> &MiningState {
+        &self.inner.mining_state
     }
     pub(crate) fn bulk_imports(&self) -> &BulkImports {
         &self.inner.bulk

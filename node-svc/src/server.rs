@@ -17,11 +17,12 @@ use crate::admin::{AdminAuth, AdminService};
 use crate::chain::{Chain, ChainHandle};
 use crate::config::NodeConfig;
 use crate::error::Error;
+use crate::mempool::Mempool;
 use crate::node::{NodeHandle, Parts};
 use crate::peers::PeerCache;
 use crate::service::NodeService;
 use crate::sync::{SyncHandle, Syncer};
-use crate::{gossip, heartbeat, membership};
+use crate::{gossip, heartbeat, membership, miner, txgossip};
 
 /// How long in-flight requests get to finish once shutdown starts.
 const SHUTDOWN_GRACE: std::time::Duration = p2p_proto::serving::SHUTDOWN_GRACE;
@@ -49,17 +50,24 @@ pub struct RunningNode {
     pub admin_addr: Option<SocketAddr>,
     task: JoinHandle<Result<(), Error>>,
     chain_thread: std::thread::JoinHandle<()>,
+    mempool_thread: std::thread::JoinHandle<()>,
 }
 
 impl RunningNode {
     /// Waits until the server, its background tasks and the chain store
     /// have all stopped (after the shutdown token fired).
     pub async fn join(self) -> Result<(), Error> {
-        let RunningNode { node, task, chain_thread, .. } = self;
+        let RunningNode { node, task, chain_thread, mempool_thread, .. } = self;
         drop(node);
         let served = task.await.map_err(|e| Error::Internal(e.to_string()))?;
-        // The chain thread ends when the last handle is gone; then the store is closed.
-        tokio::task::spawn_blocking(move || chain_thread.join()).await.ok();
+        // The chain and mempool threads end when the last handle is gone;
+        // then their stores are closed.
+        tokio::task::spawn_blocking(move || {
+            let _ = mempool_thread.join();
+            chain_thread.join()
+        })
+        .await
+        .ok();
         served
     }
 }
@@ -101,6 +109,13 @@ pub async fn spawn(
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let (chain, chain_thread) = ChainHandle::spawn(chain, config.clock.clone())?;
+    let (mempool, mempool_thread) = {
+        let (path, limits, reader) = (config.data_dir.join("mempool.redb"), config.mempool, chain.reader());
+        let (genesis, max_payload, clock) = (chain.genesis_hash(), config.network.max_tx_payload, config.clock.clone());
+        tokio::task::spawn_blocking(move || Mempool::open(&path, limits, reader, genesis, max_payload, clock))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??
+    };
     let cache_path = config.data_dir.join("peers.redb");
     let (peer_cache, cached) = tokio::task::spawn_blocking(move || {
         let cache = PeerCache::open(&cache_path)?;
@@ -109,8 +124,12 @@ pub async fn spawn(
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    // Subscribed before anything can be accepted, so gossip misses no tip.
+    // Subscribed before anything can be accepted, so gossip (and the
+    // mempool, and the miner) miss no tip.
     let events = chain.subscribe();
+    let mempool_events = chain.subscribe();
+    let miner_events = chain.subscribe();
+    let admitted = mempool.subscribe();
     let (sync, sync_requests) = SyncHandle::new();
     let node = NodeHandle::new(Parts {
         config: config.clone(),
@@ -118,6 +137,7 @@ pub async fn spawn(
         chain,
         peer_cache: Arc::new(peer_cache),
         sync,
+        mempool: mempool.clone(),
         tls,
         shutdown: shutdown.clone(),
     });
@@ -146,6 +166,9 @@ pub async fn spawn(
 
     let background = [
         tokio::spawn(gossip::run(node.clone(), events)),
+        tokio::spawn(follow_chain(node.clone(), mempool_events)),
+        tokio::spawn(txgossip::run(node.clone(), admitted)),
+        tokio::spawn(miner::run(node.clone(), miner_events)),
         tokio::spawn(Syncer::new(node.clone(), sync_requests).run()),
         tokio::spawn(heartbeat::run(node.clone())),
         tokio::spawn(membership::run(node.clone())),
@@ -199,7 +222,27 @@ pub async fn spawn(
         tracing::info!(node_id = task_node.node_id(), "node stopped");
         served.map_err(|e| Error::Internal(format!("server failed: {e}")))
     });
-    Ok(RunningNode { node, local_addr, admin_addr, task, chain_thread })
+    Ok(RunningNode { node, local_addr, admin_addr, task, chain_thread, mempool_thread })
+}
+
+/// Hands the chain's events to the mempool (mined transactions leave,
+/// abandoned ones come back), until shutdown.
+async fn follow_chain(node: NodeHandle, mut events: tokio::sync::broadcast::Receiver<crate::chain::ChainEvent>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            _ = node.shutdown_token().cancelled() => return,
+            ev = events.recv() => match ev {
+                Ok(ev) => node.mempool().chain_moved(ev).await,
+                Err(RecvError::Lagged(missed)) => {
+                    // Missed blocks' transactions stay until a later block's
+                    // senders are pruned, or they fail the nonce rule in a template.
+                    tracing::warn!(missed, "the mempool fell behind the chain's events");
+                }
+                Err(RecvError::Closed) => return,
+            },
+        }
+    }
 }
 
 /// Starts the admin API on `listener` (plaintext: loopback, or a token;

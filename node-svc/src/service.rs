@@ -5,13 +5,16 @@ use std::pin::Pin;
 use futures::Stream;
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
-    Block as PbBlock, BroadcastBlockchainResponse, GetBlocksRequest, GetPeersRequest, GetPeersResponse,
-    GetStatusRequest, GetStatusResponse, PingRequest, PingResponse, SendBlockRequest, SendBlockResponse,
+    AnnounceTransactionsRequest, AnnounceTransactionsResponse, Block as PbBlock, BroadcastBlockchainResponse,
+    GetBlocksRequest, GetMempoolRequest, GetMempoolResponse, GetPeersRequest, GetPeersResponse, GetStatusRequest,
+    GetStatusResponse, GetTransactionRequest, GetTransactionResponse, MempoolEntry, PingRequest, PingResponse,
+    SendBlockRequest, SendBlockResponse, SendTransactionsRequest, SendTransactionsResponse, SubmitTransactionResponse,
+    Transaction as PbTransaction, TransactionStatus,
 };
 use p2p_proto::tls::ConnInfo;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::chain::{self, Hash, validate};
+use crate::chain::{Hash, validate};
 use crate::convert;
 use crate::error::Error;
 use crate::node::NodeHandle;
@@ -24,6 +27,11 @@ const MAX_LOCATOR: usize = 128;
 const READ_CHUNK: usize = 16;
 /// Default byte budget of a GetBlocks answer when the request sets none.
 const DEFAULT_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// GetMempool page size by default and at most.
+const MEMPOOL_PAGE: usize = 100;
+const MAX_MEMPOOL_PAGE: usize = 1000;
+/// Score a peer loses for each invalid transaction it sends.
+const INVALID_TX_PENALTY: i32 = -25;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -114,7 +122,7 @@ impl NodeRpc for NodeService {
                 };
                 let n = blocks.len();
                 for b in blocks {
-                    bytes += (b.data.len() + chain::params::MESSAGE_OVERHEAD) as u64;
+                    bytes += b.size() as u64;
                     if bytes > max_bytes && next > start {
                         return;
                     }
@@ -132,7 +140,8 @@ impl NodeRpc for NodeService {
     }
 
     async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        let tip = self.node.chain().tip().await?;
+        let params = self.node.config().network.clone();
+        let (tip, next) = self.node.chain().read(move |r| r.next_context(&params)).await?;
         let config = self.node.config();
         Ok(Response::new(GetStatusResponse {
             node_id: self.node.node_id().to_string(),
@@ -143,15 +152,158 @@ impl NodeRpc for NodeService {
             genesis_hash: self.node.chain().genesis_hash().to_vec(),
             peer_count: self.node.peers().active_count() as u32,
             network: config.network.name.clone(),
-            difficulty_bits: config.network.difficulty_bits,
+            bits: next.bits,
             version: env!("CARGO_PKG_VERSION").into(),
             orphan_count: self.node.chain().orphan_count() as u64,
+            mempool_count: self.node.mempool().len() as u64,
+            mempool_bytes: self.node.mempool().bytes() as u64,
+            mining: self.node.mining().enabled(),
+            target_block_ms: config.network.block_time_ms,
         }))
     }
 
     async fn get_peers(&self, request: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
         let peers = self.node.peers_to_share(request.into_inner().limit);
         Ok(Response::new(GetPeersResponse { peers }))
+    }
+
+    async fn submit_transaction(
+        &self,
+        request: Request<PbTransaction>,
+    ) -> Result<Response<SubmitTransactionResponse>, Status> {
+        let tx = convert::tx_from_proto(request.into_inner()).map_err(|e| Error::invalid(e.field, e.reason))?;
+        let result = self.node.mempool().submit(vec![tx], crate::mempool::Source::Client).await;
+        let id = result.into_iter().next().ok_or_else(|| Error::Internal("no verdict".into()))?.map_err(Error::from)?;
+        Ok(Response::new(SubmitTransactionResponse {
+            id: id.to_vec(),
+            message: format!("accepted {}; pending until a block confirms it", hex::encode(id)),
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<GetTransactionRequest>,
+    ) -> Result<Response<GetTransactionResponse>, Status> {
+        let id = validate::hash_field("id", &request.into_inner().id).map_err(|e| Error::invalid("id", e))?;
+        if let Some(e) = self.node.mempool().get(&id) {
+            return Ok(Response::new(GetTransactionResponse {
+                transaction: Some(convert::tx_to_proto(&e.tx)),
+                status: TransactionStatus::Pending as i32,
+                ..Default::default()
+            }));
+        }
+        let confirmed = self.node.chain().read(move |r| r.confirmed(&id)).await?;
+        let c = confirmed.ok_or_else(|| {
+            Status::not_found(format!("transaction {} is neither pending nor on the main chain", hex::encode(id)))
+        })?;
+        Ok(Response::new(GetTransactionResponse {
+            transaction: Some(convert::tx_to_proto(&c.transaction)),
+            status: TransactionStatus::Confirmed as i32,
+            block_height: c.height,
+            block_hash: c.block_hash.to_vec(),
+            confirmations: c.confirmations,
+        }))
+    }
+
+    async fn get_mempool(&self, request: Request<GetMempoolRequest>) -> Result<Response<GetMempoolResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => MEMPOOL_PAGE,
+            n => (n as usize).min(MAX_MEMPOOL_PAGE),
+        };
+        let after = match req.page_token.as_str() {
+            "" => None,
+            t => Some(t.parse::<u64>().map_err(|_| {
+                Error::invalid("page_token", "is not a token this server issued; pass next_page_token back unchanged")
+            })?),
+        };
+        let mempool = self.node.mempool();
+        let page = mempool.page(after, limit + 1);
+        let more = page.len() > limit;
+        let entries: Vec<MempoolEntry> = page
+            .iter()
+            .take(limit)
+            .map(|e| MempoolEntry {
+                id: e.id.to_vec(),
+                transaction: Some(convert::tx_to_proto(&e.tx)),
+                received_unix_ms: e.received_ms,
+            })
+            .collect();
+        let next_page_token = if more { page[limit - 1].seq.to_string() } else { String::new() };
+        Ok(Response::new(GetMempoolResponse {
+            entries,
+            next_page_token,
+            count: mempool.len() as u64,
+            bytes: mempool.bytes() as u64,
+        }))
+    }
+
+    async fn announce_transactions(
+        &self,
+        request: Request<AnnounceTransactionsRequest>,
+    ) -> Result<Response<AnnounceTransactionsResponse>, Status> {
+        let ids = request.into_inner().ids;
+        crate::metrics::Stats::add(&self.node.counters().tx_announced, ids.len() as u64);
+        let max = self.node.config().max_tx_batch;
+        if ids.len() > max {
+            return Err(Error::invalid("ids", format!("has {} ids; at most {max} per announcement", ids.len())).into());
+        }
+        let candidates: Vec<Hash> = ids
+            .iter()
+            .filter_map(|i| <[u8; 32]>::try_from(i.as_slice()).ok())
+            .filter(|i| !self.node.mempool().contains(i))
+            .collect();
+        let wanted = self
+            .node
+            .chain()
+            .read(move |r| {
+                let mut out = Vec::new();
+                for id in candidates {
+                    if !r.is_confirmed(&id)? {
+                        out.push(id.to_vec());
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(AnnounceTransactionsResponse { wanted }))
+    }
+
+    async fn send_transactions(
+        &self,
+        request: Request<SendTransactionsRequest>,
+    ) -> Result<Response<SendTransactionsResponse>, Status> {
+        let caller = self.node.caller(&ConnInfo::of(&request)).map(|c| c.node_id);
+        let txs = request.into_inner().transactions;
+        crate::metrics::Stats::add(&self.node.counters().tx_bodies_received, txs.len() as u64);
+        let max = self.node.config().max_tx_batch;
+        if txs.len() > max {
+            return Err(Error::invalid("transactions", format!("has {}; at most {max} per call", txs.len())).into());
+        }
+        let penalize = |why: &str| {
+            if let Some(id) = &caller {
+                self.node.peers().penalize(id, INVALID_TX_PENALTY, why, self.node.now_ms());
+            }
+        };
+        let mut converted = Vec::with_capacity(txs.len());
+        for t in txs {
+            match convert::tx_from_proto(t) {
+                Ok(t) => converted.push(t),
+                Err(e) => penalize(&format!("sent a malformed transaction: {e}")),
+            }
+        }
+        let results = self.node.mempool().submit(converted, crate::mempool::Source::Peer(caller.clone())).await;
+        let mut accepted = 0;
+        for r in results {
+            match r {
+                Ok(_) => accepted += 1,
+                // Bad on its own: the sender relayed garbage.
+                Err(crate::mempool::SubmitError::Invalid(e)) => penalize(&format!("sent an invalid transaction: {e}")),
+                // Races, full pools, replays the sender could not know of: no fault.
+                Err(_) => {}
+            }
+        }
+        Ok(Response::new(SendTransactionsResponse { accepted }))
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {

@@ -245,7 +245,7 @@ async fn fetch_blocks(
             return Err(Broken::Rules(format!("GetBlocks answer has more than the {limit} blocks asked for")));
         }
         let b = convert::block_from_proto(item).map_err(|e| Broken::Rules(e.to_string()))?;
-        bytes += (b.data.len() + crate::chain::params::MESSAGE_OVERHEAD) as u64;
+        bytes += b.size() as u64;
         if bytes > max_bytes && !blocks.is_empty() {
             return Err(Broken::Rules(format!("GetBlocks answer exceeds the {max_bytes} bytes asked for")));
         }
@@ -262,7 +262,7 @@ async fn fetch_blocks(
                 b.index
             )));
         }
-        match validate::check_standalone(&b, &params, node.now_ms()) {
+        match validate::check_standalone(&b, &params, &node.chain().genesis_hash(), node.now_ms()) {
             Ok(()) => blocks.push(b),
             // Most likely our clock is behind: keep what came before, stop here.
             Err(BlockError::FromTheFuture { .. }) => {

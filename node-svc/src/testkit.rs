@@ -214,9 +214,14 @@ pub struct TestNode {
     running: Option<crate::RunningNode>,
 }
 
-/// A fast network for tests: 8-bit difficulty, quick heartbeats.
+/// A fast network for tests: a fixed target (no retargeting), `difficulty_bits` easy.
 pub fn test_network(difficulty_bits: u32) -> crate::chain::NetworkParams {
-    crate::chain::NetworkParams { name: "testnet".into(), difficulty_bits, ..crate::chain::NetworkParams::devnet() }
+    crate::chain::NetworkParams {
+        name: "testnet".into(),
+        difficulty_bits,
+        retarget: false,
+        ..crate::chain::NetworkParams::devnet()
+    }
 }
 
 /// Node configuration for tests: advertise the bound address, quick heartbeats.

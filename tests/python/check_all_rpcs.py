@@ -123,14 +123,36 @@ def main(bootstrap_addr, bootstrap_cert, bootstrap_id, node_addr, node_cert, nod
     except grpc.RpcError as e:
         check("the P2P port serves no MineBlock", e.code() == grpc.StatusCode.UNIMPLEMENTED, e)
     mined = a.MineBlock(apb.MineBlockRequest(data=b"from python"), timeout=60)
-    check("Admin.MineBlock appends a block", mined.outcome == npb.BLOCK_OUTCOME_APPENDED and mined.block.index == st.height + 1, mined)
+    check("Admin.MineBlock appends a block carrying the data as a transaction", mined.outcome == npb.BLOCK_OUTCOME_APPENDED and mined.block.index == st.height + 1 and [t.payload for t in mined.block.transactions] == [b"from python"], mined)
+    got = n.GetTransaction(npb.GetTransactionRequest(id=mined.transaction_id), timeout=10)
+    check("GetTransaction finds it confirmed in that block", got.status == npb.TRANSACTION_STATUS_CONFIRMED and got.block_height == mined.block.index and got.confirmations == 1, got)
+    forged = npb.Transaction()
+    forged.CopyFrom(mined.block.transactions[0])
+    forged.payload = b"someone else's words"
+    try:
+        n.SubmitTransaction(forged, timeout=10)
+        check("SubmitTransaction refuses a bad signature", False)
+    except grpc.RpcError as e:
+        check("SubmitTransaction refuses a bad signature naming the rule", e.code() == grpc.StatusCode.INVALID_ARGUMENT and "rule tx-signature" in e.details(), e)
+    try:
+        n.SubmitTransaction(mined.block.transactions[0], timeout=10)
+        check("SubmitTransaction refuses a confirmed transaction", False)
+    except grpc.RpcError as e:
+        check("SubmitTransaction refuses a confirmed transaction (ALREADY_EXISTS)", e.code() == grpc.StatusCode.ALREADY_EXISTS, e)
+    pool = n.GetMempool(npb.GetMempoolRequest(limit=10), timeout=10)
+    check("GetMempool answers with its size", pool.count == len(pool.entries), pool)
+    unknown = b"\x07" * 32
+    ann = n.AnnounceTransactions(npb.AnnounceTransactionsRequest(ids=[unknown, mined.transaction_id]), timeout=10)
+    check("AnnounceTransactions wants only what the node lacks", list(ann.wanted) == [unknown], ann)
+    sent = n.SendTransactions(npb.SendTransactionsRequest(transactions=[forged]), timeout=10)
+    check("SendTransactions takes no invalid transaction", sent.accepted == 0, sent)
     conns = a.ListConnections(apb.ListConnectionsRequest(), timeout=10)
     check("Admin.ListConnections names the node", conns.node_id == node_id, conns)
     dup = n.SendBlock(npb.SendBlockRequest(block=mined.block), timeout=10)
     check("SendBlock reports a known block as duplicate", dup.outcome == npb.BLOCK_OUTCOME_DUPLICATE, dup)
     bad = npb.Block()
     bad.CopyFrom(mined.block)
-    bad.data = b"tampered"
+    bad.transactions[0].payload = b"tampered"
     try:
         n.SendBlock(npb.SendBlockRequest(block=bad), timeout=10)
         check("SendBlock rejects a tampered block", False)

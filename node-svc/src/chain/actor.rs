@@ -181,6 +181,11 @@ impl ChainHandle {
     pub fn genesis_hash(&self) -> Hash {
         self.genesis_hash
     }
+
+    /// Read access for threads of their own (the mempool's).
+    pub fn reader(&self) -> ChainReader {
+        self.reader.clone()
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! stored block, which chain is the main one? (Finality will add a rule
 //! here: a branch that reverts a final block is never chosen.)
 
+use ruint::aliases::U256;
+
 use super::block::Hash;
 
 /// The main chain's head, as the rule sees it.
@@ -9,7 +11,7 @@ use super::block::Hash;
 pub struct MainHead {
     pub hash: Hash,
     /// Cumulative work from genesis through the tip.
-    pub work: u128,
+    pub work: U256,
 }
 
 /// A newly stored block, as the rule sees it.
@@ -17,7 +19,7 @@ pub struct MainHead {
 pub struct Candidate {
     pub parent: Hash,
     /// Cumulative work from genesis through this block.
-    pub work: u128,
+    pub work: U256,
 }
 
 /// The decision for one new block.
@@ -49,11 +51,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn head(h: u8, work: u128) -> MainHead {
-        MainHead { hash: [h; 32], work }
+        MainHead { hash: [h; 32], work: U256::from(work) }
     }
 
     fn block(parent: u8, work: u128) -> Candidate {
-        Candidate { parent: [parent; 32], work }
+        Candidate { parent: [parent; 32], work: U256::from(work) }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The chain: validation, storage, fork choice and orphans.
 //!
-//! Pure rules live in [`block`], [`pow`], [`validate`], [`params`] and
-//! [`fork_choice`]; [`Chain`] applies them to the redb tables of [`store`].
+//! Pure rules live in [`block`], [`tx`], [`pow`], [`target`] (compact
+//! targets, work, LWMA-1, median time past), [`validate`], [`params`] and
+//! [`fork_choice`]; [`Chain`] applies them to the redb tables of [`store`],
+//! and moves the main chain through [`state`] (nonces, undo, tx index).
 //! Every accepted batch is one write transaction, so a crash leaves either
 //! all of it or none of it. [`actor`] owns the writable chain on its own
 //! thread and publishes a [`ChainEvent`] after each commit that moved the tip.
@@ -13,16 +15,20 @@ pub mod fork_choice;
 mod orphans;
 pub mod params;
 pub mod pow;
+mod state;
 pub mod store;
+pub mod target;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
+pub mod tx;
 pub mod validate;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableTable};
+use ruint::aliases::U256;
 
 pub use actor::{ChainEvent, ChainHandle, Origin};
 pub use block::{Block, Hash, ZERO_HASH};
@@ -33,8 +39,9 @@ pub use orphans::MAX_ORPHANS;
 use orphans::OrphanPool;
 use p2p_proto::storage::RedbCell;
 pub use params::NetworkParams;
-use store::{BLOCKS, MAIN, TIP, Tables, decode, encode};
-pub use store::{ChainReader, StoreError, Tip};
+use store::{BLOCKS, HeaderRec, MAIN, TIP, Tables, decode};
+pub use store::{ChainReader, Confirmed, StoreError, Tip};
+pub use tx::Transaction;
 pub use validate::BlockError;
 
 /// What became of an offered block.
@@ -88,6 +95,37 @@ pub struct Applied {
     pub reorgs: Vec<Reorg>,
 }
 
+/// Recent headers the writer reads for retargeting and the median time
+/// past; most lookups during a sync hit it (the last 61 blocks).
+#[derive(Debug, Default)]
+struct HeaderCache {
+    map: HashMap<Hash, HeaderRec>,
+    order: VecDeque<Hash>,
+}
+
+/// Headers the cache keeps.
+const HEADER_CACHE: usize = 8192;
+
+impl HeaderCache {
+    fn get(&self, hash: &Hash) -> Option<HeaderRec> {
+        self.map.get(hash).copied()
+    }
+
+    fn insert(&mut self, h: HeaderRec) {
+        if self.map.insert(h.hash, h).is_none() {
+            self.order.push_back(h.hash);
+        }
+        while self.map.len() > HEADER_CACHE {
+            let Some(old) = self.order.pop_front() else { break };
+            self.map.remove(&old);
+        }
+    }
+
+    fn remove(&mut self, hash: &Hash) {
+        self.map.remove(hash);
+    }
+}
+
 /// The writable chain: owned by one thread (the chain actor).
 #[derive(Debug)]
 pub struct Chain {
@@ -96,6 +134,7 @@ pub struct Chain {
     genesis: Block,
     orphans: OrphanPool,
     early: EarlyPool,
+    headers: HeaderCache,
 }
 
 impl Chain {
@@ -112,19 +151,14 @@ impl Chain {
                 let stored_genesis = t.main.get(0)?.map(|v| v.value().to_vec());
                 match stored_genesis {
                     None => {
-                        t.blocks.insert(genesis.hash.as_slice(), encode(&genesis).as_slice())?;
-                        t.work.insert(genesis.hash.as_slice(), block::work(genesis.difficulty_bits))?;
+                        t.put_block(&genesis, target::work(params.limit()))?;
                         t.main.insert(0, genesis.hash.as_slice())?;
                         t.meta.insert(TIP, genesis.hash.as_slice())?;
                     }
                     Some(h) if h == genesis.hash => {}
                     Some(h) => {
-                        let found = t.blocks.get(h.as_slice())?.map(|v| decode(v.value())).transpose()?;
-                        let name = found
-                            .map(|b| String::from_utf8_lossy(&b.data).into_owned())
-                            .unwrap_or_else(|| "an unknown network".into());
                         return Err(StoreError::WrongNetwork {
-                            found: name,
+                            found: "another network (or an older block format)".into(),
                             found_genesis: hex::encode(h),
                             want: params.name.clone(),
                             want_genesis: hex::encode(genesis.hash),
@@ -135,7 +169,14 @@ impl Chain {
             tx.commit()?;
         }
         let cell = Arc::new(RedbCell::new("chain", path, db));
-        let chain = Chain { cell, params, genesis, orphans: OrphanPool::default(), early: EarlyPool::default() };
+        let chain = Chain {
+            cell,
+            params,
+            genesis,
+            orphans: OrphanPool::default(),
+            early: EarlyPool::default(),
+            headers: HeaderCache::default(),
+        };
         chain.validate_main_chain()?;
         Ok(chain)
     }
@@ -183,11 +224,14 @@ impl Chain {
         self.early.len()
     }
 
-    /// Re-checks every main-chain block read back from disk.
+    /// Re-checks every main-chain block read back from disk: every rule a
+    /// block met when it was accepted (the clock aside).
     fn validate_main_chain(&self) -> Result<(), StoreError> {
         let tx = self.db()?.begin_read()?;
         let main = tx.open_table(MAIN)?;
         let blocks = tx.open_table(BLOCKS)?;
+        let headers = tx.open_table(store::HEADERS)?;
+        let genesis = self.genesis.hash;
         let mut parent: Option<Block> = None;
         for entry in main.iter()? {
             let (height, hash) = entry?;
@@ -203,8 +247,10 @@ impl Chain {
             match &parent {
                 Some(p) => {
                     // The clock is irrelevant to blocks already accepted.
-                    validate::check_standalone(&b, &self.params, u64::MAX).map_err(corrupt)?;
-                    validate::check_child(&b, p).map_err(corrupt)?;
+                    validate::check_standalone(&b, &self.params, &genesis, u64::MAX).map_err(corrupt)?;
+                    let ctx =
+                        store::child_context(&self.params, &HeaderRec::of(p), |h| store::read_header(&headers, h))?;
+                    validate::check_child(&b, &p.hash, p.index, &ctx).map_err(corrupt)?;
                 }
                 None if b != self.genesis => {
                     return Err(corrupt(BlockError::WrongGenesis {
@@ -217,6 +263,22 @@ impl Chain {
             parent = Some(b);
         }
         Ok(())
+    }
+
+    /// The context a child of `parent` is checked against, reading
+    /// ancestors through the header cache.
+    fn context(&mut self, t: &Tables<'_>, parent: &HeaderRec) -> Result<validate::Context, StoreError> {
+        let cache = &mut self.headers;
+        store::child_context(&self.params, parent, |h| {
+            if let Some(rec) = cache.get(h) {
+                return Ok(Some(rec));
+            }
+            let rec = t.header(h)?;
+            if let Some(r) = rec {
+                cache.insert(r);
+            }
+            Ok(rec)
+        })
     }
 
     /// Offers blocks in order, all in one transaction; the verdicts of
@@ -291,7 +353,8 @@ impl Chain {
                 Err(BlockError::WrongGenesis { got: hex::encode(hash), want: hex::encode(self.genesis.hash) })
             });
         }
-        match validate::check_standalone(&b, &self.params, now_ms) {
+        let genesis = self.genesis.hash;
+        match validate::check_standalone(&b, &self.params, &genesis, now_ms) {
             Ok(()) => {}
             // Early but within the holding window: most likely our clock is behind.
             Err(BlockError::FromTheFuture { ts, .. })
@@ -309,40 +372,55 @@ impl Chain {
         if t.blocks.get(hash.as_slice())?.is_some() {
             return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
         }
-        let Some(parent) = t.block(&b.prev_hash)? else {
+        let parent = match self.headers.get(&b.prev_hash) {
+            Some(p) => Some(p),
+            None => t.header(&b.prev_hash)?,
+        };
+        let Some(parent) = parent else {
             if self.orphans.contains(&hash) || new_orphans.iter().any(|o| o.hash == hash) {
                 return Ok(Ok(Accepted { hash, outcome: Outcome::Duplicate }));
             }
             new_orphans.push(b);
             return Ok(Ok(Accepted { hash, outcome: Outcome::Orphan }));
         };
-        if let Err(e) = validate::check_child(&b, &parent) {
+        let ctx = self.context(t, &parent)?;
+        if let Err(e) = validate::check_child(&b, &parent.hash, parent.height, &ctx) {
             return Ok(Err(e));
         }
-        let total = t.work_of(&parent.hash)?.saturating_add(block::work(b.difficulty_bits));
-        t.blocks.insert(hash.as_slice(), encode(&b).as_slice())?;
-        t.work.insert(hash.as_slice(), total)?;
+        let block_work = target::from_compact(b.bits).map(target::work).unwrap_or(U256::ZERO);
+        let total = t.work_of(&parent.hash)?.saturating_add(block_work);
+        t.put_block(&b, total)?;
+        self.headers.insert(HeaderRec::of(&b));
 
         let tip_hash = t.tip_hash()?;
         let tip = MainHead { hash: tip_hash, work: t.work_of(&tip_hash)? };
-        let outcome = match fork_choice::choose(&tip, &Candidate { parent: b.prev_hash, work: total }) {
-            Choice::Keep => {
-                t.side.insert((b.index, hash.as_slice()), ())?;
-                return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch }));
+        if fork_choice::choose(&tip, &Candidate { parent: b.prev_hash, work: total }) == Choice::Keep {
+            t.side.insert((b.index, hash.as_slice()), ())?;
+            return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch }));
+        }
+        // Extend or reorganise: check the move against the nonce rule first.
+        let sw = state::path(t, &b, &tip_hash)?;
+        let undos = match state::check(t, &sw)? {
+            Ok(undos) => undos,
+            Err((first_bad, error)) => {
+                // That block and everything built on it is invalid for good.
+                for bad in &sw.added[first_bad..] {
+                    t.delete_block(&bad.hash)?;
+                    t.side.remove((bad.index, bad.hash.as_slice()))?;
+                    self.headers.remove(&bad.hash);
+                }
+                tracing::warn!(block = %hex::encode(sw.added[first_bad].hash), %error, "branch refused: it breaks the nonce rule");
+                return Ok(Err(error));
             }
-            Choice::Extend => {
-                t.main.insert(b.index, hash.as_slice())?;
-                Outcome::Appended
-            }
-            Choice::Reorg => {
-                let old_height =
-                    t.block(&tip_hash)?.ok_or_else(|| StoreError::Inconsistent("tip block missing".into()))?.index;
-                let reorg = switch_main_chain(t, &b, old_height)?;
-                let depth = reorg.removed.len() as u64;
-                tracing::warn!(depth, new_tip = %hex::encode(hash), new_height = b.index, "chain reorganised");
-                applied.reorgs.push(reorg);
-                Outcome::Reorg { depth }
-            }
+        };
+        let reorg = state::apply(t, &sw, undos, &genesis)?;
+        let outcome = if reorg.removed.is_empty() {
+            Outcome::Appended
+        } else {
+            let depth = reorg.removed.len() as u64;
+            tracing::warn!(depth, new_tip = %hex::encode(hash), new_height = b.index, "chain reorganised");
+            applied.reorgs.push(reorg);
+            Outcome::Reorg { depth }
         };
         t.meta.insert(TIP, hash.as_slice())?;
         applied.new_tip = Some(b);
@@ -381,11 +459,11 @@ impl Chain {
             let mut t = Tables::open(&tx)?;
             // Height order: a parent is decided before its children.
             for (height, hash) in entries {
-                let doomed = height < cutoff || t.block(&hash)?.is_some_and(|b| deleted.contains(&b.prev_hash));
+                let doomed = height < cutoff || t.header(&hash)?.is_some_and(|h| deleted.contains(&h.prev));
                 if doomed {
-                    t.blocks.remove(hash.as_slice())?;
-                    t.work.remove(hash.as_slice())?;
+                    t.delete_block(&hash)?;
                     t.side.remove((height, hash.as_slice()))?;
+                    self.headers.remove(&hash);
                     deleted.insert(hash);
                 }
             }
@@ -396,44 +474,6 @@ impl Chain {
         }
         Ok(deleted.len())
     }
-}
-
-/// Makes `new_tip`'s branch the main chain (the old tip was at
-/// `old_height`); returns the blocks taken off and put on.
-fn switch_main_chain(t: &mut Tables<'_>, new_tip: &Block, old_height: u64) -> Result<Reorg, StoreError> {
-    let mut removed = Vec::new();
-    // Main-chain entries above the new tip (a heavier but shorter branch) go.
-    for h in (new_tip.index + 1..=old_height).rev() {
-        let old = t.main.remove(h)?.map(|old| store::hash_of(old.value())).transpose()?;
-        if let Some(old) = old {
-            t.side.insert((h, old.as_slice()), ())?;
-            removed.push(old);
-        }
-    }
-    let mut added = Vec::new();
-    let mut cur = new_tip.clone();
-    loop {
-        let old = t.main.get(cur.index)?.map(|h| store::hash_of(h.value())).transpose()?;
-        if old == Some(cur.hash) {
-            break;
-        }
-        if let Some(old) = old {
-            t.side.insert((cur.index, old.as_slice()), ())?;
-            removed.push(old);
-        }
-        t.side.remove((cur.index, cur.hash.as_slice()))?;
-        t.main.insert(cur.index, cur.hash.as_slice())?;
-        added.push(cur.hash);
-        if cur.index == 0 {
-            break;
-        }
-        cur = t
-            .block(&cur.prev_hash)?
-            .ok_or_else(|| StoreError::Inconsistent("branch parent missing during reorg".into()))?;
-    }
-    removed.reverse();
-    added.reverse();
-    Ok(Reorg { removed, added })
 }
 
 #[cfg(test)]

@@ -31,19 +31,19 @@ impl OrphanPool {
         if self.by_hash.contains_key(&b.hash) {
             return;
         }
-        while self.by_hash.len() >= MAX_ORPHANS || self.bytes + b.data.len() > MAX_ORPHAN_BYTES {
+        while self.by_hash.len() >= MAX_ORPHANS || self.bytes + b.size() > MAX_ORPHAN_BYTES {
             let Some(old) = self.order.pop_front() else { break };
             self.remove(&old);
         }
         self.order.push_back(b.hash);
         self.by_parent.entry(b.prev_hash).or_default().push(b.hash);
-        self.bytes += b.data.len();
+        self.bytes += b.size();
         self.by_hash.insert(b.hash, b);
     }
 
     fn remove(&mut self, hash: &Hash) -> Option<Block> {
         let b = self.by_hash.remove(hash)?;
-        self.bytes -= b.data.len();
+        self.bytes -= b.size();
         if let Some(siblings) = self.by_parent.get_mut(&b.prev_hash) {
             siblings.retain(|h| h != hash);
             if siblings.is_empty() {
@@ -58,7 +58,7 @@ impl OrphanPool {
         let Some(children) = self.by_parent.remove(parent) else { return Vec::new() };
         self.order.retain(|h| !children.contains(h));
         let taken: Vec<Block> = children.iter().filter_map(|h| self.by_hash.remove(h)).collect();
-        self.bytes -= taken.iter().map(|b| b.data.len()).sum::<usize>();
+        self.bytes -= taken.iter().map(|b| b.size()).sum::<usize>();
         taken
     }
 }

@@ -2,11 +2,18 @@
 //!
 //! Tables:
 //! - `blocks`: hash → protobuf-encoded block (main chain and side branches).
-//! - `work`: hash → cumulative work from genesis through that block (u128).
+//! - `work_v2`: hash → cumulative work from genesis through that block
+//!   (256-bit, 32 bytes big-endian).
+//! - `headers`: hash → (height, timestamp, bits, prev): what retargeting
+//!   and the median-time-past rule read of ancestors, without whole blocks.
 //! - `main`: height → hash of the main-chain block at that height.
 //! - `meta`: `tip` → hash of the main chain's tip.
 //! - `side`: (height, hash) of every stored block off the main chain, so
 //!   side branches can be found and pruned without scanning `blocks`.
+//! - `nonces`: sender → the last nonce the main chain confirmed for it.
+//! - `undo`: main-chain block hash → each of its transactions' sender and
+//!   that sender's nonce before it (to disconnect the block in a reorg).
+//! - `txs`: transaction id → (block hash, position) for main-chain blocks.
 
 use std::sync::Arc;
 
@@ -14,12 +21,21 @@ use p2p_proto::storage::RedbCell;
 use prost::Message;
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
+use ruint::aliases::U256;
+
 use super::block::{Block, Hash};
-use super::validate::BlockError;
+use super::params::NetworkParams;
+use super::target::{self, Past};
+use super::tx::Transaction;
+use super::validate::{BlockError, Context};
 use crate::convert;
 
 pub(super) const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
-pub(super) const WORK: TableDefinition<&[u8], u128> = TableDefinition::new("work");
+pub(super) const WORK: TableDefinition<&[u8], &[u8]> = TableDefinition::new("work_v2");
+pub(super) const HEADERS: TableDefinition<&[u8], (u64, u64, u32, [u8; 32])> = TableDefinition::new("headers");
+pub(super) const NONCES: TableDefinition<[u8; 32], u64> = TableDefinition::new("nonces");
+pub(super) const UNDO: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("undo");
+pub(super) const TXS: TableDefinition<[u8; 32], ([u8; 32], u32)> = TableDefinition::new("txs");
 pub(super) const MAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("main");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const SIDE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("side");
@@ -71,8 +87,88 @@ db_from!(
 pub struct Tip {
     pub hash: Hash,
     pub height: u64,
-    pub work: u128,
+    pub work: U256,
     pub timestamp_ms: u64,
+}
+
+/// What the chain keeps of every block's header for its descendants' rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRec {
+    pub hash: Hash,
+    pub height: u64,
+    pub timestamp_ms: u64,
+    pub bits: u32,
+    pub prev: Hash,
+}
+
+impl HeaderRec {
+    pub fn of(b: &Block) -> Self {
+        HeaderRec { hash: b.hash, height: b.index, timestamp_ms: b.timestamp_ms, bits: b.bits, prev: b.prev_hash }
+    }
+
+    fn value(&self) -> (u64, u64, u32, [u8; 32]) {
+        (self.height, self.timestamp_ms, self.bits, self.prev)
+    }
+}
+
+type HeaderValue = (u64, u64, u32, [u8; 32]);
+
+/// The header of `hash` from the `headers` table of any transaction.
+pub(super) fn read_header(
+    headers: &impl ReadableTable<&'static [u8], HeaderValue>,
+    hash: &Hash,
+) -> Result<Option<HeaderRec>, StoreError> {
+    Ok(headers.get(hash.as_slice())?.map(|v| {
+        let (height, timestamp_ms, bits, prev) = v.value();
+        HeaderRec { hash: *hash, height, timestamp_ms, bits, prev }
+    }))
+}
+
+/// The context a child of `parent` is checked against: the target
+/// retargeting sets for it and the median time past of its ancestors.
+/// `lookup` finds a stored header (a cache may stand in front of the table).
+pub(super) fn child_context(
+    params: &NetworkParams,
+    parent: &HeaderRec,
+    mut lookup: impl FnMut(&Hash) -> Result<Option<HeaderRec>, StoreError>,
+) -> Result<Context, StoreError> {
+    let want = if params.retarget { target::LWMA_WINDOW + 1 } else { target::MTP_WINDOW }.max(target::MTP_WINDOW);
+    let mut chain = vec![*parent];
+    while chain.len() < want {
+        let last = chain[chain.len() - 1];
+        if last.height == 0 {
+            break;
+        }
+        let prev = lookup(&last.prev)?.ok_or_else(|| {
+            StoreError::Inconsistent(format!("header of ancestor {} missing", hex::encode(last.prev)))
+        })?;
+        chain.push(prev);
+    }
+    chain.reverse();
+    let past: Vec<Past> = chain
+        .iter()
+        .map(|h| Past { timestamp_ms: h.timestamp_ms, target: target::from_compact(h.bits).unwrap_or(params.limit()) })
+        .collect();
+    let timestamps: Vec<u64> = chain.iter().map(|h| h.timestamp_ms).collect();
+    Ok(Context {
+        bits: target::to_compact(target::next_target(&params.retarget_rules(), &past)),
+        median_time_past: target::median_time_past(&timestamps),
+    })
+}
+
+/// Reads a stored cumulative work value.
+pub(super) fn work_value(bytes: &[u8]) -> U256 {
+    p2p_proto::work::from_bytes(bytes)
+}
+
+/// Where a confirmed transaction is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub transaction: Transaction,
+    pub block_hash: Hash,
+    pub height: u64,
+    /// Main-chain blocks from its block through the tip.
+    pub confirmations: u64,
 }
 
 pub(super) fn encode(b: &Block) -> Vec<u8> {
@@ -161,6 +257,65 @@ impl ChainReader {
         Ok(out)
     }
 
+    /// The header of a stored block.
+    pub fn header(&self, hash: &Hash) -> Result<Option<HeaderRec>, StoreError> {
+        let tx = self.read()?;
+        read_header(&tx.open_table(HEADERS)?, hash)
+    }
+
+    /// The context the next block on the tip is checked against (its
+    /// target and the median time past), for a miner's template.
+    pub fn next_context(&self, params: &NetworkParams) -> Result<(Tip, Context), StoreError> {
+        let tx = self.read()?;
+        let tip_hash = read_tip_hash(&tx.open_table(META)?)?;
+        let tip = tip_of(&tx, tip_hash)?;
+        let headers = tx.open_table(HEADERS)?;
+        let parent =
+            read_header(&headers, &tip_hash)?.ok_or_else(|| StoreError::Inconsistent("tip header missing".into()))?;
+        let ctx = child_context(params, &parent, |h| read_header(&headers, h))?;
+        Ok((tip, ctx))
+    }
+
+    /// The last nonce the main chain confirmed for `sender`.
+    pub fn last_nonce(&self, sender: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        let tx = self.read()?;
+        Ok(tx.open_table(NONCES)?.get(*sender)?.map(|v| v.value()))
+    }
+
+    /// The last confirmed nonce of each of `senders`, in one read.
+    pub fn last_nonces(&self, senders: &[[u8; 32]]) -> Result<Vec<Option<u64>>, StoreError> {
+        let tx = self.read()?;
+        let nonces = tx.open_table(NONCES)?;
+        senders.iter().map(|s| Ok(nonces.get(*s)?.map(|v| v.value()))).collect()
+    }
+
+    /// A main-chain transaction by id.
+    pub fn confirmed(&self, id: &Hash) -> Result<Option<Confirmed>, StoreError> {
+        let tx = self.read()?;
+        let Some(v) = tx.open_table(TXS)?.get(*id)? else { return Ok(None) };
+        let (block_hash, position) = v.value();
+        let blocks = tx.open_table(BLOCKS)?;
+        let b = decode(
+            blocks
+                .get(block_hash.as_slice())?
+                .ok_or_else(|| StoreError::Inconsistent("block of a confirmed transaction missing".into()))?
+                .value(),
+        )?;
+        let transaction = b
+            .transactions
+            .get(position as usize)
+            .cloned()
+            .ok_or_else(|| StoreError::Inconsistent("confirmed transaction position out of range".into()))?;
+        let tip = tip_of(&tx, read_tip_hash(&tx.open_table(META)?)?)?;
+        Ok(Some(Confirmed { transaction, block_hash, height: b.index, confirmations: tip.height + 1 - b.index }))
+    }
+
+    /// Whether `id` is confirmed on the main chain.
+    pub fn is_confirmed(&self, id: &Hash) -> Result<bool, StoreError> {
+        let tx = self.read()?;
+        Ok(tx.open_table(TXS)?.get(*id)?.is_some())
+    }
+
     /// Height right after the first locator hash that is on our main chain
     /// (0 when none is: then the peer shares no more than genesis with us).
     pub fn fork_point(&self, locator: &[Hash]) -> Result<u64, StoreError> {
@@ -184,17 +339,21 @@ fn tip_of(tx: &ReadTransaction, hash: Hash) -> Result<Tip, StoreError> {
     let b = decode(
         blocks.get(hash.as_slice())?.ok_or_else(|| StoreError::Inconsistent("tip block missing".into()))?.value(),
     )?;
-    let w = work.get(hash.as_slice())?.map(|v| v.value()).unwrap_or(0);
+    let w = work.get(hash.as_slice())?.map(|v| work_value(v.value())).unwrap_or(U256::ZERO);
     Ok(Tip { hash, height: b.index, work: w, timestamp_ms: b.timestamp_ms })
 }
 
 /// The tables of one write transaction, opened once per batch.
 pub(super) struct Tables<'tx> {
     pub blocks: redb::Table<'tx, &'static [u8], &'static [u8]>,
-    pub work: redb::Table<'tx, &'static [u8], u128>,
+    pub work: redb::Table<'tx, &'static [u8], &'static [u8]>,
+    pub headers: redb::Table<'tx, &'static [u8], HeaderValue>,
     pub main: redb::Table<'tx, u64, &'static [u8]>,
     pub meta: redb::Table<'tx, &'static str, &'static [u8]>,
     pub side: redb::Table<'tx, (u64, &'static [u8]), ()>,
+    pub nonces: redb::Table<'tx, [u8; 32], u64>,
+    pub undo: redb::Table<'tx, [u8; 32], &'static [u8]>,
+    pub txs: redb::Table<'tx, [u8; 32], ([u8; 32], u32)>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -202,18 +361,42 @@ impl<'tx> Tables<'tx> {
         Ok(Tables {
             blocks: tx.open_table(BLOCKS)?,
             work: tx.open_table(WORK)?,
+            headers: tx.open_table(HEADERS)?,
             main: tx.open_table(MAIN)?,
             meta: tx.open_table(META)?,
             side: tx.open_table(SIDE)?,
+            nonces: tx.open_table(NONCES)?,
+            undo: tx.open_table(UNDO)?,
+            txs: tx.open_table(TXS)?,
         })
+    }
+
+    /// Stores a block with its header record and cumulative work.
+    pub fn put_block(&mut self, b: &Block, work: U256) -> Result<(), StoreError> {
+        self.blocks.insert(b.hash.as_slice(), encode(b).as_slice())?;
+        self.work.insert(b.hash.as_slice(), p2p_proto::work::to_bytes(work).as_slice())?;
+        self.headers.insert(b.hash.as_slice(), HeaderRec::of(b).value())?;
+        Ok(())
+    }
+
+    /// Forgets a stored block (pruned, or found invalid).
+    pub fn delete_block(&mut self, hash: &Hash) -> Result<(), StoreError> {
+        self.blocks.remove(hash.as_slice())?;
+        self.work.remove(hash.as_slice())?;
+        self.headers.remove(hash.as_slice())?;
+        Ok(())
+    }
+
+    pub fn header(&self, hash: &Hash) -> Result<Option<HeaderRec>, StoreError> {
+        read_header(&self.headers, hash)
     }
 
     pub fn block(&self, hash: &Hash) -> Result<Option<Block>, StoreError> {
         self.blocks.get(hash.as_slice())?.map(|v| decode(v.value())).transpose()
     }
 
-    pub fn work_of(&self, hash: &Hash) -> Result<u128, StoreError> {
-        Ok(self.work.get(hash.as_slice())?.map(|v| v.value()).unwrap_or(0))
+    pub fn work_of(&self, hash: &Hash) -> Result<U256, StoreError> {
+        Ok(self.work.get(hash.as_slice())?.map(|v| work_value(v.value())).unwrap_or(U256::ZERO))
     }
 
     pub fn tip_hash(&self) -> Result<Hash, StoreError> {

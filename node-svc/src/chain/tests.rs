@@ -1,6 +1,6 @@
 //! Chain store tests: fork choice, reorgs, orphans, persistence.
 
-use super::testing::{chain_of, extend, params};
+use super::testing::{chain_of, extend, mine_child, params, remine, tx};
 use super::*;
 
 const NOW: u64 = 1_800_000_000_000;
@@ -21,13 +21,13 @@ fn a_valid_chain_is_appended_block_by_block_and_duplicates_are_reported() {
     assert_eq!(offer(&mut chain, &blocks[1..]), vec![Outcome::Appended; 5]);
     let tip = chain.reader().tip().unwrap();
     assert_eq!((tip.height, tip.hash), (5, blocks[5].hash));
-    assert_eq!(tip.work, 6 * block::work(8));
+    assert_eq!(tip.work, target::work(params().limit()) * U256::from(6u64));
     assert_eq!(offer(&mut chain, &blocks[3..4]), vec![Outcome::Duplicate]);
     // Genesis too is a duplicate, and a different height-0 block is refused.
     assert_eq!(offer(&mut chain, &blocks[..1]), vec![Outcome::Duplicate]);
     let mut forged = blocks[0].clone();
-    forged.data = b"another genesis".to_vec();
-    forged.hash = forged.compute_hash();
+    forged.prev_hash = [7; 32];
+    forged.hash = forged.compute_hash(&[0; 32]);
     let verdict = chain.accept(vec![forged], NOW).unwrap().remove(0);
     assert!(matches!(verdict, Err(BlockError::WrongGenesis { .. })), "{verdict:?}");
 }
@@ -38,7 +38,7 @@ fn an_invalid_block_is_refused_without_stopping_the_batch() {
     let mut chain = open(&dir);
     let blocks = chain_of(&params(), 3, NOW - 1000);
     let mut bad = blocks[2].clone();
-    bad.data = b"tampered".to_vec();
+    bad.transactions[0].payload = b"tampered".to_vec();
     let verdicts = chain.accept(vec![blocks[1].clone(), bad, blocks[2].clone()], NOW).unwrap();
     assert!(verdicts[0].is_ok());
     assert!(matches!(verdicts[1], Err(BlockError::HashMismatch { .. })));
@@ -128,4 +128,88 @@ fn locators_are_dense_then_exponential_and_find_the_fork_point() {
     let their_loc: Vec<Hash> = branch.iter().rev().map(|b| b.hash).collect();
     assert_eq!(reader.fork_point(&their_loc).unwrap(), 31);
     assert_eq!(reader.fork_point(&[]).unwrap(), 0);
+}
+
+#[test]
+fn a_replayed_nonce_is_refused_when_the_block_would_join_the_main_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = open(&dir);
+    let p = params();
+    let blocks = chain_of(&p, 3, NOW - 1000);
+    offer(&mut chain, &blocks[1..]);
+    assert_eq!(chain.reader().last_nonce(&tx(&p, 0, b"").sender).unwrap(), Some(3));
+    // A well-mined block whose transaction reuses nonce 2 of the test key.
+    let replay =
+        remine(&p, Block { transactions: vec![tx(&p, 2, b"again")], ..mine_child(&p, &blocks[3], b"", NOW - 500) });
+    let verdict = chain.accept(vec![replay.clone()], NOW).unwrap().remove(0);
+    assert!(matches!(verdict, Err(BlockError::StaleNonce { nonce: 2, last: 3, .. })), "{verdict:?}");
+    assert!(!chain.reader().contains(&replay.hash).unwrap(), "an invalid block is not kept");
+    assert_eq!(chain.reader().tip().unwrap().hash, blocks[3].hash);
+    // The same transaction with a fresh nonce goes in, and is indexed.
+    let ok = mine_child(&p, &blocks[3], b"fresh", NOW - 400);
+    assert_eq!(offer(&mut chain, std::slice::from_ref(&ok)), vec![Outcome::Appended]);
+    let id = ok.transactions[0].id(&p.genesis().hash);
+    let confirmed = chain.reader().confirmed(&id).unwrap().unwrap();
+    assert_eq!((confirmed.height, confirmed.confirmations), (4, 1));
+}
+
+#[test]
+fn a_reorg_moves_nonces_and_the_transaction_index_with_the_main_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = open(&dir);
+    let p = params();
+    let g = p.genesis().hash;
+    let common = chain_of(&p, 2, NOW - 1000);
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let other = |nonce| Transaction::sign(&other_key, &g, nonce, 1, b"o".to_vec());
+    // Branch a confirms the other key's nonce 50; branch b its nonce 10.
+    let a3 = remine(&p, Block { transactions: vec![other(50)], ..mine_child(&p, &common[2], b"", NOW - 900) });
+    offer(&mut chain, &common[1..]);
+    offer(&mut chain, std::slice::from_ref(&a3));
+    let sender = other_key.verifying_key().to_bytes();
+    assert_eq!(chain.reader().last_nonce(&sender).unwrap(), Some(50));
+    let b3 = remine(&p, Block { transactions: vec![other(10)], ..mine_child(&p, &common[2], b"", NOW - 800) });
+    let b4 = mine_child(&p, &b3, b"b4", NOW - 700);
+    assert_eq!(offer(&mut chain, &[b3.clone(), b4]), vec![Outcome::SideBranch, Outcome::Reorg { depth: 1 }]);
+    // Nonce 10 is valid on b (50 was only on a), and a's transaction is unconfirmed again.
+    assert_eq!(chain.reader().last_nonce(&sender).unwrap(), Some(10));
+    assert!(chain.reader().confirmed(&a3.transactions[0].id(&g)).unwrap().is_none());
+    assert!(chain.reader().confirmed(&b3.transactions[0].id(&g)).unwrap().is_some());
+}
+
+#[test]
+fn a_heavier_branch_that_breaks_the_nonce_rule_is_refused_and_the_tip_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = open(&dir);
+    let p = params();
+    let main = chain_of(&p, 4, NOW - 1000);
+    offer(&mut chain, &main[1..]);
+    // From height 2: a block replaying nonce 1 (confirmed below the fork), then two more.
+    let bad =
+        remine(&p, Block { transactions: vec![tx(&p, 1, b"replay")], ..mine_child(&p, &main[2], b"", NOW - 900) });
+    let on_bad = extend(&p, &[main[0].clone(), main[1].clone(), main[2].clone(), bad.clone()], 2, NOW - 800, "x");
+    let verdicts = chain.accept(on_bad[3..].to_vec(), NOW).unwrap();
+    assert_eq!(verdicts[0].as_ref().unwrap().outcome, Outcome::SideBranch);
+    assert_eq!(verdicts[1].as_ref().unwrap().outcome, Outcome::SideBranch, "a tie keeps the main chain");
+    assert!(matches!(verdicts[2], Err(BlockError::StaleNonce { .. })), "{:?}", verdicts[2]);
+    assert_eq!(chain.reader().tip().unwrap().hash, main[4].hash);
+    for b in &on_bad[3..] {
+        assert!(!chain.reader().contains(&b.hash).unwrap(), "the invalid branch is gone");
+    }
+}
+
+#[test]
+fn with_retargeting_each_block_must_carry_the_target_its_place_requires() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = NetworkParams { retarget: true, block_time_ms: 1_000, ..params() };
+    let mut chain = Chain::open(&dir.path().join("chain.redb"), p.clone()).unwrap();
+    // 80 blocks 1 ms apart: far faster than 1 s, so after 60 the target tightens.
+    let blocks = chain_of(&p, 80, NOW - 100_000);
+    let outcomes = chain.accept(blocks[1..].to_vec(), NOW).unwrap();
+    assert!(outcomes.iter().all(|v| v.as_ref().is_ok_and(|a| a.outcome == Outcome::Appended)), "{outcomes:?}");
+    assert!(target::from_compact(blocks[80].bits).unwrap() < p.limit(), "the target tightened");
+    // A block at the limit where the chain needs the tighter target is refused.
+    let lax = mine_child(&p, &blocks[80], b"lax", NOW - 1000);
+    let verdict = chain.accept(vec![lax], NOW).unwrap().remove(0);
+    assert!(matches!(verdict, Err(BlockError::WrongTarget { .. })), "{verdict:?}");
 }

@@ -1,8 +1,23 @@
 //! Block validity rules. Each error names the rule a block broke, and the
 //! node answers InvalidArgument with that text.
+//!
+//! Three layers, from cheap to contextual:
+//! - [`check_standalone`]: the block alone and the network's parameters
+//!   (hash, proof of work, limits, every transaction's signature, nonces
+//!   increasing per sender within the block, the future-drift rule);
+//! - [`check_child`]: against its parent and ancestors (link, height, the
+//!   target retargeting sets, later than the median time past);
+//! - state ([`super::state`]): when the block joins the main chain, each
+//!   transaction's nonce must be above its sender's last confirmed one.
 
-use super::block::{Block, Hash, leading_zero_bits};
+use std::collections::{HashMap, HashSet};
+
+use ruint::aliases::U256;
+
+use super::block::{Block, Hash};
 use super::params::NetworkParams;
+use super::target::{self, CompactError};
+use super::tx::TxError;
 
 /// A rule a block broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,16 +26,34 @@ pub enum BlockError {
     Malformed(String),
     #[error("rule hash: the block claims hash {claimed} but its header hashes to {actual}")]
     HashMismatch { claimed: String, actual: String },
-    #[error("rule proof-of-work: the hash has {have} leading zero bits, the network needs {need}")]
-    InsufficientWork { have: u32, need: u32 },
-    #[error("rule difficulty: the block says {got} bits but network {network:?} uses {want}")]
-    WrongDifficulty { got: u32, want: u32, network: String },
-    #[error("rule data-size: data is {len} bytes, at most {max} are allowed")]
-    DataTooLarge { len: usize, max: usize },
+    #[error("rule bits: {0}")]
+    BadBits(CompactError),
+    #[error("rule proof-of-work: the hash {hash} is above the target {target:#x}")]
+    InsufficientWork { hash: String, target: U256 },
+    #[error("rule target: the block says bits {got:#010x} but its place in the chain requires {want:#010x}")]
+    WrongTarget { got: u32, want: u32 },
+    #[error("rule target-limit: bits {got:#010x} is easier than the network's limit {limit:#010x}")]
+    AboveLimit { got: u32, limit: u32 },
+    #[error("rule block-txs: {count} transactions, at most {max} are allowed")]
+    TooManyTransactions { count: usize, max: usize },
+    #[error("rule block-size: {size} bytes, at most {max} are allowed")]
+    TooLarge { size: usize, max: usize },
+    #[error("rule tx: transaction #{index}: {error}")]
+    BadTransaction { index: usize, error: TxError },
+    #[error("rule tx-duplicate: transaction #{index} appears twice in the block")]
+    DuplicateTransaction { index: usize },
+    #[error(
+        "rule tx-nonce: transaction #{index} of sender {sender} has nonce {nonce}, not above the {previous} before it"
+    )]
+    NonceNotIncreasing { index: usize, sender: String, nonce: u64, previous: u64 },
+    #[error(
+        "rule tx-replay: transaction #{index} of sender {sender} has nonce {nonce}, but the chain already has {last}"
+    )]
+    StaleNonce { index: usize, sender: String, nonce: u64, last: u64 },
     #[error("rule timestamp-future: timestamp {ts} is {ahead_ms} ms ahead of this node's clock (at most {max_ms} ms)")]
     FromTheFuture { ts: u64, ahead_ms: u64, max_ms: u64 },
-    #[error("rule timestamp-order: timestamp {ts} is before its parent's ({parent_ts})")]
-    BeforeParent { ts: u64, parent_ts: u64 },
+    #[error("rule timestamp-mtp: timestamp {ts} is not after the median of the 11 blocks before it ({mtp})")]
+    NotAfterMedianTime { ts: u64, mtp: u64 },
     #[error("rule height: the parent is at height {parent}, so the block's index must be {want}, not {got}")]
     BadHeight { got: u64, want: u64, parent: u64 },
     #[error("rule link: prev_hash {prev} is not the hash of the block before it ({parent})")]
@@ -29,25 +62,37 @@ pub enum BlockError {
     WrongGenesis { got: String, want: String },
 }
 
-/// Checks that need only the block itself and the network's parameters.
-pub fn check_standalone(block: &Block, params: &NetworkParams, now_ms: u64) -> Result<(), BlockError> {
-    if block.difficulty_bits != params.difficulty_bits {
-        return Err(BlockError::WrongDifficulty {
-            got: block.difficulty_bits,
-            want: params.difficulty_bits,
-            network: params.name.clone(),
-        });
+/// Checks that need only the block itself and the network's parameters
+/// (`genesis` is the network's genesis hash, which transaction ids name).
+/// Cheap checks come first: a block that is too big or not worked is
+/// refused before any signature is verified.
+pub fn check_standalone(block: &Block, params: &NetworkParams, genesis: &Hash, now_ms: u64) -> Result<(), BlockError> {
+    if block.transactions.len() > params.max_block_txs {
+        return Err(BlockError::TooManyTransactions { count: block.transactions.len(), max: params.max_block_txs });
     }
-    if block.data.len() > params.max_data_bytes {
-        return Err(BlockError::DataTooLarge { len: block.data.len(), max: params.max_data_bytes });
+    let size = block.size();
+    if size > params.max_block_bytes {
+        return Err(BlockError::TooLarge { size, max: params.max_block_bytes });
     }
-    let actual = block.compute_hash();
+    let target = target::from_compact(block.bits).map_err(BlockError::BadBits)?;
+    let limit = params.limit();
+    if target > limit {
+        return Err(BlockError::AboveLimit { got: block.bits, limit: target::to_compact(limit) });
+    }
+    let ids = block.tx_ids(genesis);
+    let header = super::block::Header {
+        index: block.index,
+        timestamp_ms: block.timestamp_ms,
+        prev_hash: block.prev_hash,
+        merkle_root: super::tx::merkle_root(&ids),
+        bits: block.bits,
+    };
+    let actual = header.hash(block.nonce);
     if actual != block.hash {
         return Err(BlockError::HashMismatch { claimed: hex::encode(block.hash), actual: hex::encode(actual) });
     }
-    let have = leading_zero_bits(&actual);
-    if have < params.difficulty_bits {
-        return Err(BlockError::InsufficientWork { have, need: params.difficulty_bits });
+    if !target::meets(&actual, target) {
+        return Err(BlockError::InsufficientWork { hash: hex::encode(actual), target });
     }
     if block.index > 0 && block.timestamp_ms > now_ms.saturating_add(params.max_future_ms) {
         return Err(BlockError::FromTheFuture {
@@ -56,24 +101,53 @@ pub fn check_standalone(block: &Block, params: &NetworkParams, now_ms: u64) -> R
             max_ms: params.max_future_ms,
         });
     }
+    let mut seen = HashSet::with_capacity(ids.len());
+    let mut last_nonce: HashMap<[u8; 32], u64> = HashMap::new();
+    for (index, (tx, id)) in block.transactions.iter().zip(&ids).enumerate() {
+        if !seen.insert(*id) {
+            return Err(BlockError::DuplicateTransaction { index });
+        }
+        if let Some(previous) = last_nonce.insert(tx.sender, tx.nonce)
+            && tx.nonce <= previous
+        {
+            return Err(BlockError::NonceNotIncreasing {
+                index,
+                sender: hex::encode(tx.sender),
+                nonce: tx.nonce,
+                previous,
+            });
+        }
+        tx.check(genesis, params.max_tx_payload).map_err(|error| BlockError::BadTransaction { index, error })?;
+    }
     Ok(())
 }
 
-/// Checks of a block against the parent it claims.
-pub fn check_child(block: &Block, parent: &Block) -> Result<(), BlockError> {
-    if block.prev_hash != parent.hash {
-        return Err(BlockError::BadLink { prev: hex::encode(block.prev_hash), parent: hex::encode(parent.hash) });
+/// What a child is checked against besides its parent: the target its
+/// place in the chain requires and the median time past of its ancestors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub bits: u32,
+    pub median_time_past: u64,
+}
+
+/// Checks of a block against the parent it claims and its ancestors.
+pub fn check_child(block: &Block, parent_hash: &Hash, parent_index: u64, ctx: &Context) -> Result<(), BlockError> {
+    if block.prev_hash != *parent_hash {
+        return Err(BlockError::BadLink { prev: hex::encode(block.prev_hash), parent: hex::encode(parent_hash) });
     }
     // A parent at the last height has no valid child (found by fuzzing:
     // `index + 1` overflowed).
-    let Some(want) = parent.index.checked_add(1) else {
-        return Err(BlockError::Malformed(format!("parent height {} has no successor", parent.index)));
+    let Some(want) = parent_index.checked_add(1) else {
+        return Err(BlockError::Malformed(format!("parent height {parent_index} has no successor")));
     };
     if block.index != want {
-        return Err(BlockError::BadHeight { got: block.index, want, parent: parent.index });
+        return Err(BlockError::BadHeight { got: block.index, want, parent: parent_index });
     }
-    if block.timestamp_ms < parent.timestamp_ms {
-        return Err(BlockError::BeforeParent { ts: block.timestamp_ms, parent_ts: parent.timestamp_ms });
+    if block.bits != ctx.bits {
+        return Err(BlockError::WrongTarget { got: block.bits, want: ctx.bits });
+    }
+    if block.timestamp_ms <= ctx.median_time_past {
+        return Err(BlockError::NotAfterMedianTime { ts: block.timestamp_ms, mtp: ctx.median_time_past });
     }
     Ok(())
 }
@@ -84,95 +158,4 @@ pub fn hash_field(field: &str, bytes: &[u8]) -> Result<Hash, BlockError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::chain::testing::{chain_of, params};
-    use proptest::prelude::*;
-
-    const NOW: u64 = 1_800_000_000_000;
-
-    #[test]
-    fn a_parent_at_the_last_height_is_refused_not_overflowed() {
-        // Regression from fuzz/artifacts/block_validation (cargo fuzz, block_validation).
-        let p = params();
-        let chain = chain_of(&p, 1, NOW - 10_000);
-        let mut parent = chain[1].clone();
-        parent.index = u64::MAX;
-        let mut child = chain[1].clone();
-        child.prev_hash = parent.hash;
-        assert!(matches!(check_child(&child, &parent), Err(BlockError::Malformed(_))));
-    }
-
-    #[test]
-    fn a_mined_chain_is_valid() {
-        let p = params();
-        let chain = chain_of(&p, 5, NOW - 10_000);
-        for pair in chain.windows(2) {
-            check_standalone(&pair[1], &p, NOW).unwrap();
-            check_child(&pair[1], &pair[0]).unwrap();
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// Changing any one field of a valid block, without re-mining it, is caught.
-        #[test]
-        fn every_single_field_tamper_is_rejected(field in 0usize..7, delta in 1u64..1_000_000, which in 1usize..4) {
-            let p = params();
-            let chain = chain_of(&p, 4, NOW - 10_000);
-            let (parent, mut b) = (chain[which - 1].clone(), chain[which].clone());
-            match field {
-                0 => b.index = b.index.wrapping_add(delta),
-                1 => b.timestamp_ms = b.timestamp_ms.wrapping_add(delta),
-                2 => b.data.extend_from_slice(&delta.to_be_bytes()),
-                3 => b.prev_hash[(delta % 32) as usize] ^= 0x80,
-                4 => b.nonce = b.nonce.wrapping_add(delta),
-                5 => b.difficulty_bits = b.difficulty_bits.wrapping_add(delta as u32),
-                _ => b.hash[(delta % 32) as usize] ^= 0x01,
-            }
-            let verdict = check_standalone(&b, &p, NOW).and_then(|()| check_child(&b, &parent));
-            prop_assert!(verdict.is_err(), "tampered field {} accepted", field);
-        }
-    }
-
-    #[test]
-    fn contextual_rules_catch_well_mined_but_misplaced_blocks() {
-        use crate::chain::testing::mine_child;
-        let p = params();
-        let chain = chain_of(&p, 3, NOW - 10_000);
-        // Properly mined, but claims the wrong height.
-        let mut wrong_height = mine_child(&p, &chain[1], b"x", NOW - 5_000);
-        wrong_height.index = 5;
-        let wrong_height = crate::chain::testing::remine(&p, wrong_height);
-        assert!(matches!(check_child(&wrong_height, &chain[1]), Err(BlockError::BadHeight { .. })));
-        // Properly mined, but older than its parent.
-        let early = crate::chain::testing::remine(
-            &p,
-            crate::chain::block::Block {
-                timestamp_ms: chain[1].timestamp_ms - 1,
-                ..mine_child(&p, &chain[1], b"y", NOW)
-            },
-        );
-        assert!(matches!(check_child(&early, &chain[1]), Err(BlockError::BeforeParent { .. })));
-        // Too far in the future.
-        let future = mine_child(&p, &chain[2], b"z", NOW + p.max_future_ms + 1);
-        assert!(matches!(check_standalone(&future, &p, NOW), Err(BlockError::FromTheFuture { .. })));
-        // Too much data.
-        let big = mine_child(&p, &chain[2], &vec![0u8; p.max_data_bytes + 1], NOW);
-        assert!(matches!(check_standalone(&big, &p, NOW), Err(BlockError::DataTooLarge { .. })));
-        // Another network's difficulty.
-        let other = NetworkParams { difficulty_bits: p.difficulty_bits + 1, ..p.clone() };
-        let wrong_bits = mine_child(&other, &chain[2], b"w", NOW);
-        assert!(matches!(check_standalone(&wrong_bits, &p, NOW), Err(BlockError::WrongDifficulty { .. })));
-        // Hashes correctly but lacks the work: walk nonces until one misses the target.
-        let mut lazy = mine_child(&p, &chain[2], b"v", NOW);
-        loop {
-            lazy.nonce += 1;
-            lazy.hash = lazy.compute_hash();
-            if crate::chain::block::leading_zero_bits(&lazy.hash) < p.difficulty_bits {
-                break;
-            }
-        }
-        assert!(matches!(check_standalone(&lazy, &p, NOW), Err(BlockError::InsufficientWork { .. })));
-    }
-}
+mod tests;

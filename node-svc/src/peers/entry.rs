@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use p2p_proto::node::{PeerSource, PeerState};
+use p2p_proto::work::Work;
 
 /// One known peer.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub struct PeerEntry {
     pub failures: u32,
     pub best_height: u64,
     pub best_tip: Vec<u8>,
-    pub best_work: u128,
+    pub best_work: Work,
     pub score: i32,
     pub banned_until_ms: u64,
     /// Earliest time the next dial may happen (backoff while failing).
@@ -42,7 +43,7 @@ impl PeerEntry {
             failures: 0,
             best_height: 0,
             best_tip: Vec::new(),
-            best_work: 0,
+            best_work: Work::ZERO,
             score: 0,
             banned_until_ms: 0,
             next_attempt_ms: 0,
@@ -61,7 +62,7 @@ pub struct PeerTip {
     pub node_id: String,
     pub height: u64,
     pub tip: Vec<u8>,
-    pub work: u128,
+    pub work: Work,
 }
 
 /// Bounds on the table.

@@ -404,7 +404,7 @@ impl PeerTable {
     }
 
     /// The usable peer with the most work, if it has more than `than`.
-    pub fn best_ahead(&self, than: u128) -> Option<String> {
+    pub fn best_ahead(&self, than: p2p_proto::work::Work) -> Option<String> {
         self.lock()
             .peers
             .values()
@@ -414,8 +414,8 @@ impl PeerTable {
     }
 
     /// The cumulative work `address` last claimed (0 if unknown).
-    pub fn claimed_work(&self, address: &str) -> u128 {
-        self.lock().peers.get(address).map(|p| p.best_work).unwrap_or(0)
+    pub fn claimed_work(&self, address: &str) -> p2p_proto::work::Work {
+        self.lock().peers.get(address).map(|p| p.best_work).unwrap_or_default()
     }
 
     /// Stops believing `address`'s claimed work until its next answer;
@@ -423,8 +423,8 @@ impl PeerTable {
     pub fn forget_claim(&self, address: &str) -> bool {
         let mut inner = self.lock();
         match inner.peers.get_mut(address) {
-            Some(p) if p.best_work > 0 => {
-                p.best_work = 0;
+            Some(p) if !p.best_work.is_zero() => {
+                p.best_work = p2p_proto::work::Work::ZERO;
                 true
             }
             _ => false,

@@ -68,13 +68,43 @@ impl Node for FakePeer {
     async fn get_peers(&self, _: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
         Ok(Response::new(GetPeersResponse { peers: vec![] }))
     }
+    async fn submit_transaction(
+        &self,
+        _: Request<p2p_proto::node::Transaction>,
+    ) -> Result<Response<p2p_proto::node::SubmitTransactionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_transaction(
+        &self,
+        _: Request<p2p_proto::node::GetTransactionRequest>,
+    ) -> Result<Response<p2p_proto::node::GetTransactionResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_mempool(
+        &self,
+        _: Request<p2p_proto::node::GetMempoolRequest>,
+    ) -> Result<Response<p2p_proto::node::GetMempoolResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn announce_transactions(
+        &self,
+        _: Request<p2p_proto::node::AnnounceTransactionsRequest>,
+    ) -> Result<Response<p2p_proto::node::AnnounceTransactionsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+    async fn send_transactions(
+        &self,
+        _: Request<p2p_proto::node::SendTransactionsRequest>,
+    ) -> Result<Response<p2p_proto::node::SendTransactionsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         Ok(Response::new(PingResponse {
             node_id: "fake".into(),
             height: 1_000_000,
             tip_hash: vec![7; 32],
             // A lie: far more work than anything it will serve.
-            cumulative_work: p2p_proto::work::to_bytes(u128::MAX / 2),
+            cumulative_work: p2p_proto::work::to_bytes(p2p_proto::work::Work::MAX / p2p_proto::work::Work::from(2u64)),
             genesis_hash: self.genesis.clone(),
             ..Default::default()
         }))
@@ -297,12 +327,14 @@ async fn uploads_are_checked_on_arrival_and_bounded_in_bytes_and_time() {
     .await;
     let mut c = node.client().await;
     // A message larger than any valid block is refused before it is decoded.
-    let huge = PbBlock { data: vec![0; 1024 * 1024], ..Default::default() };
-    let err = c.send_block(SendBlockRequest { block: Some(huge), sender: None }).await.unwrap_err();
+    let huge = || PbBlock {
+        transactions: vec![p2p_proto::node::Transaction { payload: vec![0; 2 * 1024 * 1024], ..Default::default() }],
+        ..Default::default()
+    };
+    let err = c.send_block(SendBlockRequest { block: Some(huge()), sender: None }).await.unwrap_err();
     assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Internal), "{err:?}");
     // So is an upload of such messages, at the first one.
-    let huge = PbBlock { data: vec![0; 1024 * 1024], ..Default::default() };
-    let err = c.broadcast_blockchain(tokio_stream::iter(vec![huge; 3])).await.unwrap_err();
+    let err = c.broadcast_blockchain(tokio_stream::iter(vec![huge(); 3])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("larger than any valid block"), "{}", err.message());
     // A bad proof of work is refused at the first block, not after buffering.
@@ -486,7 +518,7 @@ async fn nodes_with_different_consensus_parameters_refuse_each_other_without_ban
     let a = TestNode::start(|addr| node_config(da.path(), addr, None, BITS)).await;
     let b = TestNode::start(|addr| {
         let mut c = node_config(db.path(), addr, None, BITS);
-        c.network.max_data_bytes = 32 * 1024;
+        c.network.max_tx_payload = 32 * 1024;
         c.peers = vec![a.addr.to_string()];
         c
     })
@@ -567,8 +599,9 @@ async fn a_peer_whose_answers_never_connect_to_our_chain_ends_up_banned() {
 
 #[tokio::test]
 async fn an_answer_beyond_the_bytes_asked_for_is_refused_and_penalised() {
-    // Three 60 KB blocks where the node asks for at most 100 KB.
-    let blocks: Vec<PbBlock> = big_blocks(3, 60 * 1024)[1..].iter().map(block_to_proto).collect();
+    // Twenty 60 KB blocks where the node asks for at most 100 KB (which it
+    // raises to one full block's worth, 1 MiB + framing).
+    let blocks: Vec<PbBlock> = big_blocks(20, 60 * 1024)[1..].iter().map(block_to_proto).collect();
     let fake = fake_peer(Serve::Blocks(blocks)).await;
     let dir = tempfile::tempdir().unwrap();
     let node = node_peering_with(&dir, &fake, |c| c.sync_batch_bytes = 100 * 1024).await;

@@ -10,6 +10,7 @@ mod node;
 mod processes;
 mod python;
 mod storage;
+mod tx;
 mod verify;
 
 /// A binary of this workspace (`cargo test --workspace` builds them all).

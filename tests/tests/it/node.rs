@@ -38,7 +38,9 @@ async fn a_block_mined_on_one_node_reaches_all_others() {
             .collect::<Vec<_>>()
             .await;
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].as_ref().unwrap().data, b"hello network");
+        let txs = &got[0].as_ref().unwrap().transactions;
+        assert_eq!(txs.len(), 1, "the mined data travels as one transaction");
+        assert_eq!(txs[0].payload, b"hello network");
     }
     net.stop().await;
 }
@@ -197,7 +199,7 @@ async fn broadcast_blockchain_adopts_only_a_valid_chain_with_more_work() {
     assert_eq!(node.tip().await.hash, long[6].hash);
     // A tampered block anywhere is refused, naming the rule and its position.
     let mut bad = extend(&params, &long, 3, now - 40_000, "bad");
-    bad[8].data = b"forged".to_vec();
+    bad[8].transactions[0].payload = b"forged".to_vec();
     let err = c.broadcast_blockchain(to_stream(&bad[7..])).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("rule hash") && err.message().contains("#1"), "{}", err.message());
@@ -248,7 +250,8 @@ async fn invalid_blocks_get_invalid_argument_but_an_inbound_claim_bans_nobody() 
     assert!(err.code() == Code::InvalidArgument && err.message().contains("prev_hash"), "{err:?}");
     let err = c.send_block(SendBlockRequest { block: None, sender: None }).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("block"), "{err:?}");
-    let err = node.admin().await.mine_block(MineBlockRequest { data: vec![0; 64 * 1024 + 1] }).await.unwrap_err();
+    let too_big = params.max_tx_payload + 1;
+    let err = node.admin().await.mine_block(MineBlockRequest { data: vec![0; too_big] }).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("data"), "{err:?}");
     node.stop().await;
 }

@@ -356,3 +356,38 @@ async fn p2pctl_reads_the_admin_cookie_of_a_node_whose_admin_api_is_beyond_loopb
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("mined block 1"), "{ok:?}");
 }
+
+#[tokio::test]
+async fn an_acknowledged_transaction_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n");
+    let start = |name: &str| {
+        let file = addr_file(dir.path(), name);
+        let proc = spawn(
+            Command::new(binary("node-svc"))
+                .args(["--listen", "127.0.0.1:0", "--difficulty-bits", "8", "--admin-listen", "off"])
+                .arg("--addr-file")
+                .arg(&file)
+                .arg("--data-dir")
+                .arg(&data),
+        );
+        (proc, file)
+    };
+    let (mut first, file) = start("first");
+    let addr = bound_addr(&file).await;
+    let mut c = NodeClient::new(connect(&addr, false).await);
+    let genesis = c.get_status(GetStatusRequest {}).await.unwrap().into_inner().genesis_hash;
+    let genesis: [u8; 32] = genesis.try_into().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[12; 32]);
+    let tx = node_svc::chain::Transaction::sign(&key, &genesis, 1, p2p_proto::unix_ms_now(), b"kept".to_vec());
+    let id = c.submit_transaction(node_svc::convert::tx_to_proto(&tx)).await.unwrap().into_inner().id;
+    // The acknowledgement came after the mempool's commit: SIGKILL now.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let (_second, file) = start("second");
+    let addr = bound_addr(&file).await;
+    let mut c = NodeClient::new(connect(&addr, false).await);
+    let r = c.get_transaction(p2p_proto::node::GetTransactionRequest { id }).await.unwrap().into_inner();
+    assert_eq!(r.status(), p2p_proto::node::TransactionStatus::Pending);
+    assert_eq!(r.transaction.unwrap().payload, b"kept");
+}

@@ -18,7 +18,7 @@ fn table() -> PeerTable {
 }
 
 fn tip(id: &str, work: u128) -> PeerTip {
-    PeerTip { node_id: id.into(), height: 1, tip: vec![1], work }
+    PeerTip { node_id: id.into(), height: 1, tip: vec![1], work: p2p_proto::work::Work::from(work) }
 }
 
 #[test]
@@ -130,8 +130,8 @@ fn the_table_is_bounded_and_evicts_the_least_useful() {
     let addrs: Vec<_> = t.snapshot().into_iter().map(|p| p.address).collect();
     assert_eq!(addrs, ["a:1", "b:1", "d:1"], "the never-reached peer made room");
     t.alive("a:1", tip("a", 9), true, 2);
-    assert_eq!(t.best_ahead(5).as_deref(), Some("a:1"));
-    assert!(t.best_ahead(9).is_none());
+    assert_eq!(t.best_ahead(p2p_proto::work::Work::from(5u64)).as_deref(), Some("a:1"));
+    assert!(t.best_ahead(p2p_proto::work::Work::from(9u64)).is_none());
 }
 
 #[test]
