@@ -29,6 +29,16 @@ fn alive(pid: u32) -> bool {
     std::process::Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success())
 }
 
+/// Kills a whole process group when dropped: if the test fails half way,
+/// devnet's services go with it instead of outliving the test.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{}", self.0)]).status();
+    }
+}
+
 #[tokio::test]
 async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,8 +51,10 @@ async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .expect("start devnet");
+    let _group = Group(devnet.id().expect("devnet pid"));
     // With --json, devnet prints one line describing every service.
     let mut lines = BufReader::new(devnet.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
