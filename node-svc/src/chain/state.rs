@@ -87,10 +87,7 @@ fn encode_undo(entries: &[UndoEntry]) -> Vec<u8> {
 /// last confirmed one, computed on an overlay (nothing is written). On
 /// success, the undo records of the added blocks; otherwise the position
 /// in `added` of the first block that breaks the rule, and why.
-pub(super) fn check(
-    t: &Tables<'_>,
-    sw: &Switch,
-) -> Result<Checked, StoreError> {
+pub(super) fn check(t: &Tables<'_>, sw: &Switch) -> Result<Checked, StoreError> {
     let mut overlay: HashMap<[u8; 32], Option<u64>> = HashMap::new();
     let get = |overlay: &HashMap<[u8; 32], Option<u64>>, sender: &[u8; 32]| -> Result<Option<u64>, StoreError> {
         match overlay.get(sender) {

@@ -63,10 +63,24 @@ pub enum BlockError {
 }
 
 /// Checks that need only the block itself and the network's parameters
-/// (`genesis` is the network's genesis hash, which transaction ids name).
-/// Cheap checks come first: a block that is too big or not worked is
-/// refused before any signature is verified.
+/// (`genesis` is the network's genesis hash, which transaction ids name):
+/// [`check_header`], then [`check_transactions`].
 pub fn check_standalone(block: &Block, params: &NetworkParams, genesis: &Hash, now_ms: u64) -> Result<(), BlockError> {
+    let ids = check_header(block, params, genesis, now_ms)?;
+    check_transactions(block, params, genesis, &ids)
+}
+
+/// The cheap standalone checks: counts and size, the target, the hash
+/// (Merkle root included), the proof of work, the future-drift rule. What a
+/// node runs on a block as it arrives, on the async workers; the signatures
+/// ([`check_transactions`]) wait for the chain's own thread. Returns the
+/// transaction ids it computed for the Merkle root.
+pub fn check_header(
+    block: &Block,
+    params: &NetworkParams,
+    genesis: &Hash,
+    now_ms: u64,
+) -> Result<Vec<Hash>, BlockError> {
     if block.transactions.len() > params.max_block_txs {
         return Err(BlockError::TooManyTransactions { count: block.transactions.len(), max: params.max_block_txs });
     }
@@ -101,9 +115,22 @@ pub fn check_standalone(block: &Block, params: &NetworkParams, genesis: &Hash, n
             max_ms: params.max_future_ms,
         });
     }
+    Ok(ids)
+}
+
+/// The transaction checks: no duplicate, each sender's nonces increasing
+/// within the block, every payload within the limit, every signature valid.
+/// CPU work (an ed25519 verification per transaction): the chain runs it on
+/// its own thread. `ids` are the block's transaction ids ([`check_header`]).
+pub fn check_transactions(
+    block: &Block,
+    params: &NetworkParams,
+    genesis: &Hash,
+    ids: &[Hash],
+) -> Result<(), BlockError> {
     let mut seen = HashSet::with_capacity(ids.len());
     let mut last_nonce: HashMap<[u8; 32], u64> = HashMap::new();
-    for (index, (tx, id)) in block.transactions.iter().zip(&ids).enumerate() {
+    for (index, (tx, id)) in block.transactions.iter().zip(ids).enumerate() {
         if !seen.insert(*id) {
             return Err(BlockError::DuplicateTransaction { index });
         }
