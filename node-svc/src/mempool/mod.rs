@@ -14,6 +14,7 @@
 
 pub mod pool;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -66,6 +67,32 @@ pub struct Admitted {
 enum Cmd {
     Submit(Vec<Transaction>, Source, oneshot::Sender<Vec<Result<Hash, SubmitError>>>),
     Chain(ChainEvent),
+}
+
+/// Transactions one group commit takes at most (submissions already
+/// queued join the first one's write until this many).
+const MAX_GROUP_TXS: usize = 4096;
+
+/// [`Transaction::check`] of every transaction, in order: on a few threads
+/// when there are enough to be worth it.
+fn check_all<'a>(
+    txs: impl Iterator<Item = &'a Transaction>,
+    genesis: &Hash,
+    max_payload: usize,
+) -> Vec<Result<(), crate::chain::tx::TxError>> {
+    let txs: Vec<&Transaction> = txs.collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4);
+    if txs.len() < 64 || threads < 2 {
+        return txs.iter().map(|t| t.check(genesis, max_payload)).collect();
+    }
+    let per = txs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = txs
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(|t| t.check(genesis, max_payload)).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
 }
 
 /// The mempool; cheap to clone.
@@ -191,15 +218,38 @@ impl Worker {
     }
 
     fn run(self, mut rx: mpsc::Receiver<Cmd>) {
-        while let Some(cmd) = rx.blocking_recv() {
-            match cmd {
-                Cmd::Submit(txs, source, reply) => {
-                    let results = self.submit(txs, &source);
-                    let _ = reply.send(results);
-                }
-                Cmd::Chain(event) => {
-                    if let Err(e) = self.follow(event) {
-                        tracing::warn!(error = %e, "mempool could not follow the chain");
+        while let Some(first) = rx.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Cmd::Submit(txs, source, reply) => {
+                        // Group commit: every submission already queued joins
+                        // this one's write (one fsync for all of them).
+                        let mut count = txs.len();
+                        let mut group = vec![(txs, source, reply)];
+                        while count < MAX_GROUP_TXS {
+                            match rx.try_recv() {
+                                Ok(Cmd::Submit(t, s, r)) => {
+                                    count += t.len();
+                                    group.push((t, s, r));
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let answers = self
+                            .submit_group(group.iter_mut().map(|(t, s, _)| (std::mem::take(t), s.clone())).collect());
+                        for ((_, _, reply), results) in group.into_iter().zip(answers) {
+                            let _ = reply.send(results);
+                        }
+                    }
+                    Cmd::Chain(event) => {
+                        if let Err(e) = self.follow(event) {
+                            tracing::warn!(error = %e, "mempool could not follow the chain");
+                        }
                     }
                 }
             }
@@ -246,11 +296,29 @@ impl Worker {
 
     /// Checks and admits a batch, persists it in one commit, then answers.
     fn submit(&self, txs: Vec<Transaction>, source: &Source) -> Vec<Result<Hash, SubmitError>> {
+        self.submit_group(vec![(txs, source.clone())]).pop().unwrap_or_default()
+    }
+
+    /// Checks and admits several submissions in order, persists them all in
+    /// one commit, then answers each. Signatures are verified first, side by
+    /// side on a few threads when there are many.
+    fn submit_group(&self, group: Vec<(Vec<Transaction>, Source)>) -> Vec<Vec<Result<Hash, SubmitError>>> {
         let now = self.clock.now_unix_ms();
-        let mut results = Vec::with_capacity(txs.len());
+        let checks = check_all(group.iter().flat_map(|(txs, _)| txs), &self.genesis, self.max_payload);
+        let mut checks = checks.into_iter();
+        let mut answers: Vec<Vec<Result<Hash, SubmitError>>> = Vec::with_capacity(group.len());
         let (mut added, mut evicted) = (Vec::new(), Vec::new());
-        for t in txs {
-            results.push(self.admit(t, now, &mut added, &mut evicted));
+        let mut sources = Vec::with_capacity(group.len());
+        for (txs, source) in group {
+            let mut results = Vec::with_capacity(txs.len());
+            for t in txs {
+                let checked = checks.next().unwrap_or(Ok(()));
+                results.push(
+                    checked.map_err(SubmitError::from).and_then(|()| self.admit(t, now, &mut added, &mut evicted)),
+                );
+            }
+            answers.push(results);
+            sources.push(source);
         }
         let gone: Vec<Hash> = evicted.iter().map(|e: &Entry| e.id).collect();
         if let Err(e) = self.write(&added, &gone) {
@@ -264,15 +332,25 @@ impl Worker {
                 let _ = pool.insert(e.id, e.tx, None, e.received_ms);
             }
             tracing::error!(error = %e, "mempool write failed; the batch was refused");
-            return results
+            return answers
                 .into_iter()
-                .map(|_| Err(SubmitError::Storage(StoreError::Inconsistent(e.to_string()))))
+                .map(|results| {
+                    results
+                        .into_iter()
+                        .map(|_| Err(SubmitError::Storage(StoreError::Inconsistent(e.to_string()))))
+                        .collect()
+                })
                 .collect();
         }
-        for id in &added {
-            let _ = self.admitted.send(Admitted { id: *id, source: source.clone() });
+        // Announced in admission order, each with its own submission's source
+        // (what the group admitted and then evicted is not announced).
+        let kept: HashSet<Hash> = added.iter().copied().collect();
+        for (results, source) in answers.iter().zip(&sources) {
+            for id in results.iter().flatten().filter(|id| kept.contains(*id)) {
+                let _ = self.admitted.send(Admitted { id: *id, source: source.clone() });
+            }
         }
-        results
+        answers
     }
 
     fn admit(
@@ -282,7 +360,6 @@ impl Worker {
         added: &mut Vec<Hash>,
         evicted: &mut Vec<Entry>,
     ) -> Result<Hash, SubmitError> {
-        t.check(&self.genesis, self.max_payload)?;
         let id = t.id(&self.genesis);
         if self.chain.is_confirmed(&id)? {
             return Err(SubmitError::Confirmed(hex::encode(id)));

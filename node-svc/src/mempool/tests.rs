@@ -97,3 +97,45 @@ async fn mined_transactions_leave_and_abandoned_ones_come_back() {
     let _ = pool.submit(vec![], Source::Client).await;
     assert!(pool.contains(&id), "back from the abandoned block");
 }
+
+#[tokio::test]
+async fn concurrent_submissions_each_get_their_own_answer_and_are_durable() {
+    let f = fixture();
+    let opened = open(&f);
+    let genesis = params().genesis().hash;
+    let tx_of = |i: u8| {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32]);
+        let mut t = Transaction::sign(&key, &genesis, 1, 1, vec![i]);
+        if i % 10 == 3 {
+            t.payload = b"altered".to_vec(); // its signature no longer matches
+        }
+        t
+    };
+    let mut listen = opened.0.subscribe();
+    // 80 submissions in flight at once: the worker takes whatever is queued
+    // into one group; every caller still gets the verdict of its own.
+    let answers = futures::future::join_all((0..80u8).map(|i| {
+        let pool = opened.0.clone();
+        async move { (i, pool.submit(vec![tx_of(i)], Source::Peer(Some(format!("peer{i}")))).await) }
+    }))
+    .await;
+    for (i, mut answer) in answers {
+        let verdict = answer.remove(0);
+        if i % 10 == 3 {
+            assert!(matches!(verdict, Err(SubmitError::Invalid(_))), "#{i}: {verdict:?}");
+        } else {
+            assert_eq!(verdict.unwrap(), tx_of(i).id(&genesis), "#{i} got someone else's answer");
+        }
+    }
+    // Each admitted transaction is announced once, with its own submission's source.
+    for _ in 0..72 {
+        let a = listen.try_recv().unwrap();
+        let i = opened.0.get(&a.id).unwrap().tx.payload[0];
+        assert_eq!(a.source, Source::Peer(Some(format!("peer{i}"))));
+    }
+    assert!(listen.try_recv().is_err(), "nothing announced twice or refused announced");
+    close(opened);
+    let reopened = open(&f);
+    assert_eq!(reopened.0.len(), 72, "every acknowledged transaction was durable");
+    close(reopened);
+}
