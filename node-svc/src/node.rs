@@ -56,6 +56,8 @@ struct Inner {
     block_streams: Arc<Slots>,
     /// Bytes all BroadcastBlockchain streams may buffer together.
     inbound_bytes: Arc<Semaphore>,
+    /// Transaction bodies asked for and not yet overdue.
+    tx_requests: Mutex<crate::txgossip::requests::Requests>,
     shutdown: CancellationToken,
     /// Background work (relays, syncs) that shutdown waits for.
     tasks: TaskTracker,
@@ -119,6 +121,7 @@ impl NodeHandle {
                 rng: Mutex::new(rng),
                 mining: Arc::new(AsyncMutex::new(())),
                 block_streams,
+                tx_requests: Mutex::new(crate::txgossip::requests::Requests::new(crate::txgossip::requests::TRACKED)),
                 inbound_bytes,
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -171,6 +174,10 @@ impl NodeHandle {
     }
     pub(crate) fn mining_lock(&self) -> &Arc<AsyncMutex<()>> {
         &self.inner.mining
+    }
+    /// The transaction bodies this node has asked for (see [`crate::txgossip::requests`]).
+    pub(crate) fn tx_requests(&self) -> std::sync::MutexGuard<'_, crate::txgossip::requests::Requests> {
+        self.inner.tx_requests.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub(crate) fn block_streams(&self) -> &Arc<Slots> {
         &self.inner.block_streams

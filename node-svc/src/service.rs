@@ -30,8 +30,6 @@ const DEFAULT_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// GetMempool page size by default and at most.
 const MEMPOOL_PAGE: usize = 100;
 const MAX_MEMPOOL_PAGE: usize = 1000;
-/// Score a peer loses for each invalid transaction it sends.
-const INVALID_TX_PENALTY: i32 = -25;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -242,6 +240,8 @@ impl NodeRpc for NodeService {
         &self,
         request: Request<AnnounceTransactionsRequest>,
     ) -> Result<Response<AnnounceTransactionsResponse>, Status> {
+        let info = ConnInfo::of(&request);
+        let caller = self.node.caller(&info).map(|c| c.node_id);
         let ids = request.into_inner().ids;
         crate::metrics::Stats::add(&self.node.counters().tx_announced, ids.len() as u64);
         let max = self.node.config().max_tx_batch;
@@ -253,19 +253,29 @@ impl NodeRpc for NodeService {
             .filter_map(|i| <[u8; 32]>::try_from(i.as_slice()).ok())
             .filter(|i| !self.node.mempool().contains(i))
             .collect();
-        let wanted = self
+        let lacking = self
             .node
             .chain()
             .read(move |r| {
                 let mut out = Vec::new();
                 for id in candidates {
                     if !r.is_confirmed(&id)? {
-                        out.push(id.to_vec());
+                        out.push(id);
                     }
                 }
                 Ok(out)
             })
             .await?;
+        // One body on its way at a time: what another peer was just asked
+        // for is not asked of this one (it becomes a fallback).
+        let announcer = caller.clone().or_else(|| info.remote.map(|r| r.to_string())).unwrap_or_default();
+        let now = self.node.now_ms();
+        let mut requests = self.node.tx_requests();
+        let wanted = lacking
+            .into_iter()
+            .filter(|id| requests.want(*id, &announcer, caller.as_deref(), now))
+            .map(|id| id.to_vec())
+            .collect();
         Ok(Response::new(AnnounceTransactionsResponse { wanted }))
     }
 
@@ -280,29 +290,7 @@ impl NodeRpc for NodeService {
         if txs.len() > max {
             return Err(Error::invalid("transactions", format!("has {}; at most {max} per call", txs.len())).into());
         }
-        let penalize = |why: &str| {
-            if let Some(id) = &caller {
-                self.node.peers().penalize(id, INVALID_TX_PENALTY, why, self.node.now_ms());
-            }
-        };
-        let mut converted = Vec::with_capacity(txs.len());
-        for t in txs {
-            match convert::tx_from_proto(t) {
-                Ok(t) => converted.push(t),
-                Err(e) => penalize(&format!("sent a malformed transaction: {e}")),
-            }
-        }
-        let results = self.node.mempool().submit(converted, crate::mempool::Source::Peer(caller.clone())).await;
-        let mut accepted = 0;
-        for r in results {
-            match r {
-                Ok(_) => accepted += 1,
-                // Bad on its own: the sender relayed garbage.
-                Err(crate::mempool::SubmitError::Invalid(e)) => penalize(&format!("sent an invalid transaction: {e}")),
-                // Races, full pools, replays the sender could not know of: no fault.
-                Err(_) => {}
-            }
-        }
+        let accepted = crate::txgossip::receive(&self.node, caller, txs).await;
         Ok(Response::new(SendTransactionsResponse { accepted }))
     }
 

@@ -7,23 +7,41 @@
 //! A peer that sends an invalid transaction loses score (by the id its TLS
 //! handshake proved).
 
+pub mod requests;
+
 use std::time::Duration;
 
-use p2p_proto::node::{AnnounceTransactionsRequest, SendTransactionsRequest};
+use p2p_proto::node::{
+    AnnounceTransactionsRequest, GetTransactionRequest, SendTransactionsRequest, Transaction as PbTransaction,
+    TransactionStatus,
+};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::chain::Hash;
 use crate::convert;
-use crate::mempool::{Admitted, Source};
+use crate::mempool::{Admitted, Source, SubmitError};
 use crate::node::NodeHandle;
 
 /// How long new ids are collected before they are announced.
 const BATCH_EVERY: Duration = Duration::from_millis(50);
 
-/// Announces what the mempool takes in, until shutdown.
+/// How often overdue body requests are looked for.
+const OVERDUE_EVERY: Duration = Duration::from_millis(250);
+
+/// Fallback fetches started per look at most (the rest are left to later
+/// announcements).
+const MAX_FALLBACKS: usize = 256;
+
+/// Score a peer loses for each invalid transaction it sends.
+const INVALID_TX_PENALTY: i32 = -25;
+
+/// Announces what the mempool takes in, and asks an alternate announcer
+/// for bodies that did not come in time, until shutdown.
 pub(crate) async fn run(node: NodeHandle, mut admitted: broadcast::Receiver<Admitted>) {
     let mut tick = tokio::time::interval(BATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut overdue = tokio::time::interval(OVERDUE_EVERY);
+    overdue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Admitted> = Vec::new();
     loop {
         tokio::select! {
@@ -40,7 +58,95 @@ pub(crate) async fn run(node: NodeHandle, mut admitted: broadcast::Receiver<Admi
                     node.tasks().spawn(async move { announce(&n, b).await });
                 }
             }
+            _ = overdue.tick() => fall_back(&node),
         }
+    }
+}
+
+/// Transaction bodies from a peer (`from`: the node id its handshake
+/// proved; None when anonymous) into the mempool. An invalid one costs the
+/// sender score; races, full pools and replays it could not know of do
+/// not. Returns how many were new and valid.
+pub(crate) async fn receive(node: &NodeHandle, from: Option<String>, txs: Vec<PbTransaction>) -> u32 {
+    let penalize = |why: &str| {
+        if let Some(id) = &from {
+            node.peers().penalize(id, INVALID_TX_PENALTY, why, node.now_ms());
+        }
+    };
+    let mut converted = Vec::with_capacity(txs.len());
+    for t in txs {
+        match convert::tx_from_proto(t) {
+            Ok(t) => converted.push(t),
+            Err(e) => penalize(&format!("sent a malformed transaction: {e}")),
+        }
+    }
+    let results = node.mempool().submit(converted, Source::Peer(from.clone())).await;
+    let mut accepted = 0;
+    for r in results {
+        match r {
+            Ok(_) => accepted += 1,
+            Err(SubmitError::Invalid(e)) => penalize(&format!("sent an invalid transaction: {e}")),
+            Err(_) => {}
+        }
+    }
+    accepted
+}
+
+/// Bodies asked for and not delivered in time: each is asked of the next
+/// peer that announced it (by GetTransaction), so withholding a
+/// transaction delays it, and no more.
+fn fall_back(node: &NodeHandle) {
+    let overdue = node.tx_requests().overdue(node.now_ms());
+    let mut started = 0;
+    for late in overdue {
+        if started == MAX_FALLBACKS {
+            break;
+        }
+        if node.mempool().contains(&late.id) {
+            continue;
+        }
+        let mut alternates = late.alternates.into_iter();
+        let Some((peer, address)) = alternates.by_ref().find_map(|p| node.peers().address_of(&p).map(|a| (p, a)))
+        else {
+            continue;
+        };
+        let Some(link) = node.link(&address) else { continue };
+        node.tx_requests().asked(late.id, &peer, alternates.collect(), node.now_ms());
+        started += 1;
+        let n = node.clone();
+        node.tasks().spawn(async move {
+            let mut client = n.peer_client(&link);
+            let req = GetTransactionRequest { id: late.id.to_vec() };
+            let answer = match tokio::time::timeout(n.config().gossip_timeout, client.get_transaction(req)).await {
+                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(s)) => {
+                    tracing::debug!(peer = %address, code = ?s.code(), "fallback transaction fetch refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            match answer.transaction {
+                Some(t) if answer.status() == TransactionStatus::Pending => {
+                    // The peer chose what to send: it must be what was asked for.
+                    let genesis = n.chain().genesis_hash();
+                    match convert::tx_from_proto(t.clone()) {
+                        Ok(tx) if tx.id(&genesis) == late.id => {
+                            crate::metrics::Stats::add(&n.counters().tx_bodies_received, 1);
+                            receive(&n, Some(peer), vec![t]).await;
+                        }
+                        other => {
+                            let why = match other {
+                                Err(e) => format!("answered a transaction request with a malformed transaction: {e}"),
+                                Ok(_) => "answered a transaction request with another transaction".to_string(),
+                            };
+                            n.peers().penalize(&peer, INVALID_TX_PENALTY, &why, n.now_ms());
+                        }
+                    }
+                }
+                // Confirmed meanwhile, or gone from its pool: nothing to fetch.
+                _ => {}
+            }
+        });
     }
 }
 

@@ -7,9 +7,12 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use node_svc::chain::Transaction;
 use node_svc::convert::tx_to_proto;
-use node_svc::testkit::{TestNet, TestNode, all_active, converged, eventually, node_config};
+use node_svc::testkit::{TestNet, TestNode, all_active, channel_as, converged, eventually, node_config};
 use p2p_proto::admin::{StartMiningRequest, StopMiningRequest};
-use p2p_proto::node::{GetMempoolRequest, GetStatusRequest, GetTransactionRequest, TransactionStatus};
+use p2p_proto::node::node_client::NodeClient;
+use p2p_proto::node::{
+    AnnounceTransactionsRequest, GetMempoolRequest, GetStatusRequest, GetTransactionRequest, TransactionStatus,
+};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -203,4 +206,43 @@ async fn a_peer_that_relays_invalid_transactions_loses_score_and_is_banned() {
         .unwrap();
     assert_eq!(node.node().peers().ban_count(), 1);
     node.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_is_asked_of_one_announcer_and_a_withheld_one_comes_from_the_next() {
+    let (dir_a, dir_h) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let h = TestNode::start(|addr| node_config(dir_h.path(), addr, None, 8)).await;
+    let h_addr = h.addr.to_string();
+    let a = TestNode::start(|addr| {
+        let mut c = node_config(dir_a.path(), addr, None, 8);
+        c.peers = vec![h_addr];
+        c
+    })
+    .await;
+    all_active(&[&a, &h]).await;
+    let genesis = a.node().chain().genesis_hash();
+    let tx = signed(&a, &key(9), 1, b"withheld");
+    let id = tx.id(&genesis);
+    let announce = AnnounceTransactionsRequest { ids: vec![id.to_vec()] };
+
+    // A stranger with its own key announces it first, is asked for it, and never sends it.
+    let mut withholder = NodeClient::new(channel_as(&a.endpoint(), &key(200), None).await);
+    let wanted = withholder.announce_transactions(announce.clone()).await.unwrap().into_inner().wanted;
+    assert_eq!(wanted, vec![id.to_vec()], "the first announcer is asked for the body");
+    // While that body is on its way, nobody else is asked for it.
+    let mut second = NodeClient::new(channel_as(&a.endpoint(), &key(201), None).await);
+    let wanted = second.announce_transactions(announce).await.unwrap().into_inner().wanted;
+    assert!(wanted.is_empty(), "a second announcer was asked too: {wanted:?}");
+
+    // The honest peer gets it and announces it; once the withholder's time
+    // is up, A asks the next announcer it can dial (the stranger with key
+    // 201 has no address), and gets it.
+    h.client().await.submit_transaction(tx_to_proto(&tx)).await.unwrap();
+    eventually(WAIT, "A has the transaction the withholder kept", || async {
+        a.node().mempool().contains(&id).then_some(())
+    })
+    .await;
+    assert_eq!(a.node().stats().tx_bodies_received, 1, "one body, from the honest peer");
+    a.stop().await;
+    h.stop().await;
 }
