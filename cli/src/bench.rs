@@ -48,6 +48,33 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         difficulty_bits: u32,
     },
+    /// Transactions/s one node accepts over gRPC (signature checks and
+    /// persistence included) against raw ed25519 verification.
+    Tx {
+        #[arg(long, default_value_t = 20_000)]
+        transactions: usize,
+        /// Distinct senders (each sender's nonces go in order, the senders
+        /// side by side).
+        #[arg(long, default_value_t = 256)]
+        senders: usize,
+        /// Senders submitting at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+    /// What gossiping transactions costs across N in-process nodes: time to
+    /// reach every mempool, ids announced and bodies delivered per transaction.
+    TxGossip {
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Transactions sent one at a time (each timed).
+        #[arg(long, default_value_t = 50)]
+        transactions: usize,
+        /// Then a burst of this many at once at one node (0: none).
+        #[arg(long, default_value_t = 1000)]
+        burst: usize,
+    },
     /// Register and GetPeers throughput and latency against a registry holding
     /// N peers, and the same load against a no-op handler for comparison.
     Bootstrap {
@@ -110,6 +137,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Sync { blocks, difficulty_bits } => crate::bench_node::sync(blocks.max(1), difficulty_bits).await,
         BenchCmd::Propagation { nodes, blocks, difficulty_bits } => {
             crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits).await
+        }
+        BenchCmd::Tx { transactions, senders, concurrency, connections } => {
+            crate::bench_tx::accept(transactions.max(1), senders.max(1), concurrency.max(1), connections.max(1)).await
+        }
+        BenchCmd::TxGossip { nodes, transactions, burst } => {
+            crate::bench_tx::gossip(nodes.max(2), transactions.max(1), burst).await
         }
         BenchCmd::Hostile { node, admin, pid, messages, message_bytes, blocks, streams } => {
             let admin = admin.unwrap_or_else(|| crate::node::default_admin(&node));

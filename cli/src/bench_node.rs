@@ -14,15 +14,15 @@ use sha2::Digest;
 use crate::output::Table;
 
 /// How often the benchmarks look at their condition.
-const POLL: Duration = Duration::from_millis(1);
+pub(crate) const POLL: Duration = Duration::from_millis(1);
 
 /// A fixed difficulty: the benchmarks measure the node, not the retargeting.
-fn network(bits: u32) -> NetworkParams {
+pub(crate) fn network(bits: u32) -> NetworkParams {
     NetworkParams { name: "bench".into(), difficulty_bits: bits, retarget: false, ..NetworkParams::devnet() }
 }
 
 /// A progress bar on stderr for `len` steps of `what`.
-pub fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     if let Ok(style) = ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} ({per_sec}, eta {eta})") {
         bar.set_style(style);
@@ -96,11 +96,11 @@ pub fn validation(blocks: usize, bits: u32, data_bytes: usize) {
     table.print();
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1000.0)
 }
 
-fn bench_config(dir: &std::path::Path, addr: std::net::SocketAddr, bits: u32, ping_ms: u64) -> NodeConfig {
+pub(crate) fn bench_config(dir: &std::path::Path, addr: std::net::SocketAddr, bits: u32, ping_ms: u64) -> NodeConfig {
     let mut config = NodeConfig::new(dir, addr.to_string());
     config.network = network(bits);
     config.ping_interval = Duration::from_millis(ping_ms);

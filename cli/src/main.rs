@@ -3,6 +3,7 @@
 mod bench;
 mod bench_hostile;
 mod bench_node;
+mod bench_tx;
 mod bootstrap;
 mod connect;
 mod devnet;
