@@ -143,29 +143,41 @@ pub async fn sync(blocks: usize, bits: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Time for one block to reach all of N nodes, and the duplicate deliveries it cost.
-pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Result<()> {
+/// `nodes` in-process nodes joined through a bootstrap (node configs from
+/// `make`), once each has as many active peers as it dials: the network
+/// the propagation benchmarks measure.
+pub(crate) async fn mesh(
+    nodes: usize,
+    bits: u32,
+    make: impl Fn(&std::path::Path, std::net::SocketAddr) -> NodeConfig,
+) -> anyhow::Result<(TestNet, Vec<node_svc::NodeHandle>)> {
     let plaintext = crate::connect::is_plaintext();
     let tweak = |c: &mut bootstrap_svc::Config| {
         c.network = network(bits).name;
         c.plaintext = plaintext;
     };
     let net = TestNet::launch_with(nodes, tweak, |dir, addr, bootstrap| {
-        let mut c = bench_config(dir, addr, bits, 500);
+        let mut c = make(dir, addr);
         c.bootstrap = vec![bootstrap.to_string()];
         c
     })
     .await;
-    let defaults = NodeConfig::new(".", "x:1");
     // Nodes dial up to target_outbound peers each (and answer the ones that
     // dial them), so the network is ready when everyone has that many.
-    let want = (nodes - 1).min(defaults.target_outbound);
+    let want = (nodes - 1).min(NodeConfig::new(".", "x:1").target_outbound);
     let all: Vec<_> = net.nodes.iter().map(|n| n.node().clone()).collect();
-    let ((), mesh) = wait_until(Duration::from_secs(120), POLL, || async {
+    let ((), took) = wait_until(Duration::from_secs(120), POLL, || async {
         all.iter().all(|n| n.peers().active_count() >= want).then_some(())
     })
     .await?;
-    eprintln!("{nodes} nodes each with at least {want} active peers after {:.1}s", mesh.as_secs_f64());
+    eprintln!("{nodes} nodes each with at least {want} active peers after {:.1}s", took.as_secs_f64());
+    Ok((net, all))
+}
+
+/// Time for one block to reach all of N nodes, and the duplicate deliveries it cost.
+pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Result<()> {
+    let (net, all) = mesh(nodes, bits, |dir, addr| bench_config(dir, addr, bits, 500)).await?;
+    let defaults = NodeConfig::new(".", "x:1");
     // Microseconds from 1 us to an hour.
     let mut times = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut dups, mut deliveries) = (0u64, 0u64);

@@ -11,9 +11,9 @@ use node_svc::NodeConfig;
 use node_svc::chain::{Hash, Transaction};
 use node_svc::convert::tx_to_proto;
 use node_svc::mempool::Source;
-use node_svc::testkit::{TestNet, TestNode, wait_until};
+use node_svc::testkit::{TestNode, wait_until};
 
-use crate::bench_node::{POLL, bench_config, ms, network, progress};
+use crate::bench_node::{POLL, bench_config, mesh, ms, progress};
 use crate::output::Table;
 
 /// Payload bytes of every benchmark transaction.
@@ -161,25 +161,7 @@ pub async fn accept(count: usize, senders: usize, concurrency: usize, connection
 pub async fn gossip(nodes: usize, rounds: usize, burst: usize) -> anyhow::Result<()> {
     let senders = 64;
     let total = rounds + burst;
-    let plaintext = crate::connect::is_plaintext();
-    let tweak = |c: &mut bootstrap_svc::Config| {
-        c.network = network(8).name;
-        c.plaintext = plaintext;
-    };
-    let net = TestNet::launch_with(nodes, tweak, |dir, addr, bootstrap| {
-        let mut c = config_for(dir, addr, total, senders);
-        c.bootstrap = vec![bootstrap.to_string()];
-        c
-    })
-    .await;
-    let defaults = NodeConfig::new(".", "x:1");
-    let want = (nodes - 1).min(defaults.target_outbound);
-    let all: Vec<_> = net.nodes.iter().map(|n| n.node().clone()).collect();
-    let ((), mesh) = wait_until(Duration::from_secs(120), POLL, || async {
-        all.iter().all(|n| n.peers().active_count() >= want).then_some(())
-    })
-    .await?;
-    eprintln!("{nodes} nodes each with at least {want} active peers after {:.1}s", mesh.as_secs_f64());
+    let (net, all) = mesh(nodes, 8, |dir, addr| config_for(dir, addr, total, senders)).await?;
     let genesis = all[0].chain().genesis_hash();
     let mut txs = signed(&genesis, total, senders).into_iter();
     let tx_bytes = PAYLOAD + node_svc::chain::tx::TX_OVERHEAD;
