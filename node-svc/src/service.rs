@@ -216,18 +216,20 @@ impl NodeRpc for NodeService {
             })?),
         };
         let mempool = self.node.mempool();
-        let page = mempool.page(after, limit + 1);
-        let more = page.len() > limit;
+        // A page is at most a block's worth of bytes (what a message may carry).
+        let (page, more) = mempool.page(after, limit, self.node.config().network.max_block_bytes);
+        let next_page_token = match page.last() {
+            Some(last) if more => last.seq.to_string(),
+            _ => String::new(),
+        };
         let entries: Vec<MempoolEntry> = page
-            .iter()
-            .take(limit)
+            .into_iter()
             .map(|e| MempoolEntry {
                 id: e.id.to_vec(),
                 transaction: Some(convert::tx_to_proto(&e.tx)),
                 received_unix_ms: e.received_ms,
             })
             .collect();
-        let next_page_token = if more { page[limit - 1].seq.to_string() } else { String::new() };
         Ok(Response::new(GetMempoolResponse {
             entries,
             next_page_token,

@@ -69,6 +69,10 @@ enum Cmd {
     Chain(ChainEvent),
 }
 
+/// Bytes a transaction takes in a message beyond [`Transaction::size`]
+/// (field tags and lengths, the id beside it in a mempool page), rounded up.
+pub const ENTRY_FRAMING: usize = 64;
+
 /// Transactions one group commit takes at most (submissions already
 /// queued join the first one's write until this many).
 const MAX_GROUP_TXS: usize = 4096;
@@ -206,9 +210,10 @@ impl Mempool {
         self.lock().template(max_txs, max_bytes)
     }
 
-    /// A page in arrival order after `after`.
-    pub fn page(&self, after: Option<u64>, limit: usize) -> Vec<Entry> {
-        self.lock().page(after, limit)
+    /// A page in arrival order after `after`, of at most `limit` entries
+    /// and `max_bytes`; and whether more follow.
+    pub fn page(&self, after: Option<u64>, limit: usize, max_bytes: usize) -> (Vec<Entry>, bool) {
+        self.lock().page(after, limit, max_bytes)
     }
 }
 

@@ -193,10 +193,23 @@ impl Pool {
         out
     }
 
-    /// Up to `limit` entries after arrival `after` (exclusive), in arrival order.
-    pub fn page(&self, after: Option<u64>, limit: usize) -> Vec<Entry> {
+    /// Up to `limit` entries after arrival `after` (exclusive), in arrival
+    /// order, of at most `max_bytes` together (counting
+    /// [`super::ENTRY_FRAMING`] each; the first is taken whatever its size);
+    /// and whether more follow.
+    pub fn page(&self, after: Option<u64>, limit: usize, max_bytes: usize) -> (Vec<Entry>, bool) {
         let from = after.map(|a| a.saturating_add(1)).unwrap_or(0);
-        self.by_seq.range(from..).take(limit).map(|(_, id)| self.by_id[id].clone()).collect()
+        let (mut out, mut used) = (Vec::new(), 0);
+        for (_, id) in self.by_seq.range(from..) {
+            let e = &self.by_id[id];
+            let size = e.tx.size() + super::ENTRY_FRAMING;
+            if out.len() == limit || (!out.is_empty() && used + size > max_bytes) {
+                return (out, true);
+            }
+            used += size;
+            out.push(e.clone());
+        }
+        (out, false)
     }
 
     /// Every pending sender (to re-check them against the chain).

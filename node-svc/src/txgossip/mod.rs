@@ -19,7 +19,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::chain::Hash;
 use crate::convert;
-use crate::mempool::{Admitted, Source, SubmitError};
+use crate::mempool::{Admitted, ENTRY_FRAMING, Source, SubmitError};
 use crate::node::NodeHandle;
 
 /// How long new ids are collected before they are announced.
@@ -150,6 +150,25 @@ fn fall_back(node: &NodeHandle) {
     }
 }
 
+/// `txs` cut into consecutive runs of at most `budget` bytes each (a
+/// transaction bigger than that goes alone): what one message may carry.
+fn within_bytes(txs: &[crate::chain::Transaction], budget: usize) -> Vec<&[crate::chain::Transaction]> {
+    let mut parts = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, t) in txs.iter().enumerate() {
+        let size = t.size() + ENTRY_FRAMING;
+        if i > start && used + size > budget {
+            parts.push(&txs[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += size;
+    }
+    if start < txs.len() {
+        parts.push(&txs[start..]);
+    }
+    parts
+}
+
 /// Announces `batch` to every usable peer, and sends the bodies each wants.
 async fn announce(node: &NodeHandle, batch: Vec<Admitted>) {
     let targets = node.peers().gossip_targets(None, usize::MAX);
@@ -180,18 +199,41 @@ async fn announce(node: &NodeHandle, batch: Vec<Admitted>) {
                     .filter_map(|w| <[u8; 32]>::try_from(w.as_slice()).ok())
                     .filter(|w| chunk.contains(w))
                     .filter_map(|w| node.mempool().get(&w))
-                    .map(|e| convert::tx_to_proto(&e.tx))
+                    .map(|e| e.tx)
                     .collect();
-                if txs.is_empty() {
-                    continue;
-                }
-                crate::metrics::Stats::add(&node.counters().tx_bodies_sent, txs.len() as u64);
-                let req = SendTransactionsRequest { transactions: txs };
-                if let Ok(Err(s)) = tokio::time::timeout(timeout, client.send_transactions(req)).await {
-                    tracing::debug!(peer = %addr, code = ?s.code(), "sending transactions failed");
+                // In messages the peer can decode: a block's worth of bytes each.
+                for part in within_bytes(&txs, node.config().network.max_block_bytes) {
+                    crate::metrics::Stats::add(&node.counters().tx_bodies_sent, part.len() as u64);
+                    let req = SendTransactionsRequest { transactions: part.iter().map(convert::tx_to_proto).collect() };
+                    if let Ok(Err(s)) = tokio::time::timeout(timeout, client.send_transactions(req)).await {
+                        tracing::debug!(peer = %addr, code = ?s.code(), "sending transactions failed");
+                    }
                 }
             }
         }
     });
     futures::future::join_all(sends).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Transaction;
+
+    fn tx(payload: usize) -> Transaction {
+        Transaction { sender: [1; 32], nonce: 1, timestamp_ms: 1, payload: vec![0; payload], signature: [0; 64] }
+    }
+
+    #[test]
+    fn bodies_are_cut_into_messages_within_the_budget_in_order() {
+        let each = tx(100).size() + ENTRY_FRAMING;
+        let txs: Vec<_> = (0..10).map(|_| tx(100)).collect();
+        let parts = within_bytes(&txs, each * 3);
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        assert_eq!(within_bytes(&txs, each * 100).len(), 1);
+        assert!(within_bytes(&[], 1000).is_empty());
+        // One bigger than the budget still goes, alone.
+        let mixed = vec![tx(10), tx(5000), tx(10)];
+        assert_eq!(within_bytes(&mixed, 1000).iter().map(|p| p.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+    }
 }

@@ -246,3 +246,51 @@ async fn a_body_is_asked_of_one_announcer_and_a_withheld_one_comes_from_the_next
     a.stop().await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn big_transactions_travel_in_messages_a_peer_can_decode_and_pages_stay_within_a_block() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, 8)).await;
+    let a_addr = a.addr.to_string();
+    let b = TestNode::start(|addr| {
+        let mut c = node_config(dir_b.path(), addr, None, 8);
+        c.peers = vec![a_addr];
+        c
+    })
+    .await;
+    all_active(&[&a, &b]).await;
+    // 40 transactions of 60 KiB: 2.4 MB, over twice what one message to a node may carry.
+    let k = key(30);
+    let txs: Vec<Transaction> = (1..=40).map(|n| signed(&a, &k, n, &vec![n as u8; 60 * 1024])).collect();
+    let verdicts = a.node().mempool().submit(txs.clone(), node_svc::mempool::Source::Client).await;
+    assert!(verdicts.iter().all(|v| v.is_ok()), "{verdicts:?}");
+
+    // Announced together, their bodies are sent in several messages and all arrive.
+    eventually(WAIT, "node b has all 40", || async { (b.node().mempool().len() == 40).then_some(()) }).await;
+
+    // A page asked for 1,000 entries holds about a block's worth; paging still gives each once.
+    let mut client = a.client().await;
+    let (mut seen, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = client
+            .get_mempool(GetMempoolRequest { limit: 1000, page_token: token.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        let bytes: usize = page.entries.iter().map(|e| e.transaction.as_ref().unwrap().payload.len()).sum();
+        assert!(bytes <= 1024 * 1024, "a page of {bytes} payload bytes");
+        assert!(!page.entries.is_empty());
+        seen.extend(page.entries.into_iter().map(|e| e.id));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(pages >= 3, "{pages} pages");
+    let genesis = a.node().chain().genesis_hash();
+    let want: Vec<Vec<u8>> = txs.iter().map(|t| t.id(&genesis).to_vec()).collect();
+    assert_eq!(seen, want, "every transaction once, in arrival order");
+    a.stop().await;
+    b.stop().await;
+}
