@@ -22,6 +22,11 @@ pub const WAIT_MS: u64 = 2_000;
 /// Requests tracked at most (about 200 bytes each, alternates included).
 pub const TRACKED: usize = 100_000;
 
+/// Bodies one announcer may owe at once (Bitcoin Core's
+/// `MAX_PEER_TX_ANNOUNCEMENTS` is 5,000); past it, what it announces is not
+/// asked of it, so one identity cannot take the whole table.
+pub const PER_ANNOUNCER: usize = 5_000;
+
 /// Announcers remembered per id, to fall back on.
 pub const MAX_ALTERNATES: usize = 4;
 
@@ -39,6 +44,8 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Requests {
     entries: HashMap<Hash, InFlight>,
+    /// Entries per announcer (`InFlight::from`).
+    owed: HashMap<String, usize>,
     cap: usize,
 }
 
@@ -51,7 +58,7 @@ pub struct Overdue {
 
 impl Requests {
     pub fn new(cap: usize) -> Self {
-        Requests { entries: HashMap::new(), cap }
+        Requests { entries: HashMap::new(), owed: HashMap::new(), cap }
     }
 
     pub fn len(&self) -> usize {
@@ -77,21 +84,33 @@ impl Requests {
                 return false;
             }
             // Overdue, or the same announcer again: ask it (again).
-            e.from = announcer.to_string();
+            if self.owed.get(announcer).copied().unwrap_or(0) >= PER_ANNOUNCER && e.from != announcer {
+                return false;
+            }
+            let previous = std::mem::replace(&mut e.from, announcer.to_string());
             e.deadline_ms = now_ms + WAIT_MS;
             e.alternates.retain(|a| a != announcer);
+            Self::release(&mut self.owed, &previous);
+            *self.owed.entry(announcer.to_string()).or_default() += 1;
             return true;
         }
+        if self.owed.get(announcer).copied().unwrap_or(0) >= PER_ANNOUNCER {
+            return false;
+        }
         if self.entries.len() >= self.cap {
-            self.entries.retain(|_, e| e.deadline_ms > now_ms);
+            let owed = &mut self.owed;
+            self.entries.retain(|_, e| {
+                let keep = e.deadline_ms > now_ms;
+                if !keep {
+                    Self::release(owed, &e.from);
+                }
+                keep
+            });
             if self.entries.len() >= self.cap {
                 return true;
             }
         }
-        self.entries.insert(
-            id,
-            InFlight { from: announcer.to_string(), deadline_ms: now_ms + WAIT_MS, alternates: Vec::new() },
-        );
+        self.track(id, announcer, Vec::new(), now_ms);
         true
     }
 
@@ -99,23 +118,72 @@ impl Requests {
     /// caller drops those it has meanwhile received).
     pub fn overdue(&mut self, now_ms: u64) -> Vec<Overdue> {
         let ids: Vec<Hash> = self.entries.iter().filter(|(_, e)| e.deadline_ms <= now_ms).map(|(id, _)| *id).collect();
-        ids.into_iter()
-            .filter_map(|id| self.entries.remove(&id).map(|e| Overdue { id, alternates: e.alternates }))
-            .collect()
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.entries.remove(&id) {
+                Self::release(&mut self.owed, &e.from);
+                out.push(Overdue { id, alternates: e.alternates });
+            }
+        }
+        out
     }
 
     /// `id` was asked of `from` (an alternate); `rest` stay behind it.
     pub fn asked(&mut self, id: Hash, from: &str, rest: Vec<String>, now_ms: u64) {
-        if self.entries.len() < self.cap {
-            self.entries
-                .insert(id, InFlight { from: from.to_string(), deadline_ms: now_ms + WAIT_MS, alternates: rest });
+        if self.entries.len() < self.cap && !self.entries.contains_key(&id) {
+            self.track(id, from, rest, now_ms);
+        }
+    }
+
+    fn track(&mut self, id: Hash, from: &str, alternates: Vec<String>, now_ms: u64) {
+        self.entries.insert(id, InFlight { from: from.to_string(), deadline_ms: now_ms + WAIT_MS, alternates });
+        *self.owed.entry(from.to_string()).or_default() += 1;
+    }
+
+    fn release(owed: &mut HashMap<String, usize>, from: &str) {
+        if let Some(n) = owed.get_mut(from) {
+            *n -= 1;
+            if *n == 0 {
+                owed.remove(from);
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever the announcements, overdue sweeps and fallbacks, the
+        /// table stays within its bound and its per-announcer counts match
+        /// its entries (so no announcer is ever locked out by a stale count).
+        #[test]
+        fn the_bookkeeping_always_adds_up(
+            ops in proptest::collection::vec((0u8..3, 0u8..12, 0u8..5, 0u64..1500), 1..300),
+        ) {
+            let mut r = Requests::new(8);
+            let mut now = 0;
+            for (op, id, who, step) in ops {
+                now += step;
+                let who = format!("p{who}");
+                match op {
+                    0 => { r.want([id; 32], &who, Some(&who), now); }
+                    1 => { r.overdue(now); }
+                    _ => r.asked([id; 32], &who, vec![], now),
+                }
+                prop_assert!(r.entries.len() <= 8);
+                let mut counted: HashMap<String, usize> = HashMap::new();
+                for e in r.entries.values() {
+                    *counted.entry(e.from.clone()).or_default() += 1;
+                    prop_assert!(e.alternates.len() <= MAX_ALTERNATES);
+                }
+                prop_assert_eq!(&counted, &r.owed);
+            }
+        }
+    }
 
     const ID: Hash = [1; 32];
 
@@ -160,6 +228,24 @@ mod tests {
         r.want(ID, "b", Some("b"), 1);
         assert!(r.want(ID, "b", Some("b"), WAIT_MS + 5), "overdue: b is asked");
         assert_eq!(r.overdue(2 * WAIT_MS + 5), vec![Overdue { id: ID, alternates: vec![] }]);
+    }
+
+    #[test]
+    fn one_announcer_owes_at_most_its_share_and_regains_room_as_requests_end() {
+        let mut r = Requests::new(PER_ANNOUNCER * 2);
+        let id = |i: usize| {
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            h
+        };
+        for i in 0..PER_ANNOUNCER {
+            assert!(r.want(id(i), "greedy", Some("greedy"), 0));
+        }
+        assert!(!r.want(id(PER_ANNOUNCER), "greedy", Some("greedy"), 0), "past its share: not asked");
+        assert!(r.want(id(PER_ANNOUNCER), "honest", Some("honest"), 0), "others still are");
+        assert_eq!(r.overdue(WAIT_MS).len(), PER_ANNOUNCER + 1);
+        assert!(r.want(id(PER_ANNOUNCER + 1), "greedy", Some("greedy"), WAIT_MS), "room again once they ended");
+        assert!(r.owed.len() == 1 && r.owed["greedy"] == 1, "{:?}", r.owed.len());
     }
 
     #[test]
