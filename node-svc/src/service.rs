@@ -183,23 +183,24 @@ impl NodeRpc for NodeService {
         request: Request<GetTransactionRequest>,
     ) -> Result<Response<GetTransactionResponse>, Status> {
         let id = validate::hash_field("id", &request.into_inner().id).map_err(|e| Error::invalid("id", e))?;
-        if let Some(e) = self.node.mempool().get(&id) {
+        // The chain first: a transaction just mined is still in the mempool
+        // until the mempool has followed the chain, and it is confirmed.
+        if let Some(c) = self.node.chain().read(move |r| r.confirmed(&id)).await? {
             return Ok(Response::new(GetTransactionResponse {
-                transaction: Some(convert::tx_to_proto(&e.tx)),
-                status: TransactionStatus::Pending as i32,
-                ..Default::default()
+                transaction: Some(convert::tx_to_proto(&c.transaction)),
+                status: TransactionStatus::Confirmed as i32,
+                block_height: c.height,
+                block_hash: c.block_hash.to_vec(),
+                confirmations: c.confirmations,
             }));
         }
-        let confirmed = self.node.chain().read(move |r| r.confirmed(&id)).await?;
-        let c = confirmed.ok_or_else(|| {
+        let e = self.node.mempool().get(&id).ok_or_else(|| {
             Status::not_found(format!("transaction {} is neither pending nor on the main chain", hex::encode(id)))
         })?;
         Ok(Response::new(GetTransactionResponse {
-            transaction: Some(convert::tx_to_proto(&c.transaction)),
-            status: TransactionStatus::Confirmed as i32,
-            block_height: c.height,
-            block_hash: c.block_hash.to_vec(),
-            confirmations: c.confirmations,
+            transaction: Some(convert::tx_to_proto(&e.tx)),
+            status: TransactionStatus::Pending as i32,
+            ..Default::default()
         }))
     }
 
