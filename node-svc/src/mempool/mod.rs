@@ -141,7 +141,8 @@ impl Mempool {
     ) -> Result<(Self, std::thread::JoinHandle<()>), StoreError> {
         let db = Database::create(path)?;
         let pool = Arc::new(Mutex::new(Pool::new(limits)));
-        let (admitted, _) = broadcast::channel(4096);
+        // Room for several full groups (MAX_GROUP_TXS) between two gossip ticks.
+        let (admitted, _) = broadcast::channel(4 * MAX_GROUP_TXS);
         let worker = Worker { pool: pool.clone(), db, chain, genesis, max_payload, clock, admitted: admitted.clone() };
         let reloaded = worker.reload()?;
         if reloaded > 0 {
@@ -317,7 +318,8 @@ impl Worker {
         for (txs, source) in group {
             let mut results = Vec::with_capacity(txs.len());
             for t in txs {
-                let checked = checks.next().unwrap_or(Ok(()));
+                // One verdict per transaction, in order; never admitted unchecked.
+                let checked = checks.next().unwrap_or_else(|| t.check(&self.genesis, self.max_payload));
                 results.push(
                     checked.map_err(SubmitError::from).and_then(|()| self.admit(t, now, &mut added, &mut evicted)),
                 );

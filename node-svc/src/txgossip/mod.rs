@@ -2,10 +2,10 @@
 //! round trip): every few tens of milliseconds a node announces the ids its
 //! mempool took in to each usable peer (but not to the one it got them
 //! from); the peer answers with the ids it lacks, and only those bodies are
-//! sent. So a transaction's body reaches each node about once, whatever the
-//! number of links, and the announcements cost 32 bytes per id per link.
-//! A peer that sends an invalid transaction loses score (by the id its TLS
-//! handshake proved).
+//! sent, each asked of one announcer at a time ([`requests`]). So a
+//! transaction's body reaches each node once, whatever the number of links,
+//! and the announcements cost 32 bytes per id per link. A peer that sends
+//! an invalid transaction loses score (by the id its TLS handshake proved).
 
 pub mod requests;
 
