@@ -26,16 +26,24 @@ async fn height_and_tip(node: &str) -> Option<(u64, String)> {
 }
 
 fn alive(pid: u32) -> bool {
-    std::process::Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success())
+    crate::signal(pid, None).is_ok()
 }
 
 /// Kills a whole process group when dropped: if the test fails half way,
 /// devnet's services go with it instead of outliving the test.
+///
+/// This calls killpg(2) itself. It used to run `kill -KILL -<pgid>`, and
+/// procps-ng 4.0.2's kill(1) reads that as `kill -9 -1`: it killed every
+/// process the user owned, the test runner and CI included.
 struct Group(u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-KILL", &format!("-{}", self.0)]).status();
+        if let Ok(pgid) = i32::try_from(self.0)
+            && pgid > 1
+        {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
 
@@ -112,7 +120,7 @@ async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
 
     // Stop node3 (SIGTERM), mine while it is down, start it again: it catches up.
     let node3 = pids["node3"];
-    assert!(std::process::Command::new("kill").args(["-TERM", &node3.to_string()]).status().unwrap().success());
+    crate::signal(node3, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM node3");
     eventually(Duration::from_secs(15), "node3 exited", || async { (!alive(node3)).then_some(()) }).await;
     for i in 0..3 {
         p2pctl(&["--admin", &admin1, "node", "mine", &format!("while node3 is down {i}")]).await.expect("mine");
@@ -132,13 +140,7 @@ async fn devnet_up_runs_the_compose_scenario_as_local_processes() {
     .await;
 
     // Ctrl-C: devnet stops every process it started.
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &devnet.id().unwrap().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::signal(devnet.id().unwrap(), nix::sys::signal::Signal::SIGINT).expect("SIGINT devnet");
     let exit = tokio::time::timeout(Duration::from_secs(30), devnet.wait()).await.expect("devnet exits").unwrap();
     assert!(exit.success(), "{exit:?}");
     for (name, pid) in &pids {

@@ -101,8 +101,7 @@ async fn a_bootstrap_and_three_node_processes_form_a_network() {
 
     // SIGTERM: the node removes itself from the bootstrap and exits cleanly.
     let mut node3 = nodes.pop().unwrap();
-    let status = Command::new("kill").args(["-TERM", &node3.0.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    crate::signal(node3.0.id(), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM node3");
     let exit = tokio::task::spawn_blocking(move || node3.0.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "node exited with {exit:?}");
     let left = bootstrap.get_peers(GetPeersRequest::default()).await.unwrap().into_inner();
