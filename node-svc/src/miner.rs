@@ -70,14 +70,33 @@ impl NodeHandle {
     /// A template on the current tip: the mempool's transactions, then
     /// `last` (which must come after every pending one of its sender).
     async fn template(&self, last: Option<Transaction>) -> Result<Template, Error> {
-        let params = self.config().network.clone();
-        let (tip, ctx) = self.chain().read(move |r| r.next_context(&params)).await?;
         let params = &self.config().network;
         let reserved = last.as_ref().map(Transaction::size).unwrap_or(0);
         let budget = params.max_block_bytes.saturating_sub(HEADER_LEN + reserved);
         let max_txs = params.max_block_txs.saturating_sub(usize::from(last.is_some()));
         let mut transactions = self.mempool().template(max_txs, budget);
         transactions.extend(last);
+        // The mempool follows the chain a moment behind: drop what the tip
+        // (read together with the nonces) has already confirmed past.
+        let senders: Vec<[u8; 32]> = transactions.iter().map(|t| t.sender).collect();
+        let params = params.clone();
+        let (tip, ctx, confirmed) = self
+            .chain()
+            .read(move |r| {
+                let (tip, ctx) = r.next_context(&params)?;
+                Ok((tip, ctx, r.last_nonces(&senders)?))
+            })
+            .await?;
+        let mut last_of: std::collections::HashMap<[u8; 32], u64> = std::collections::HashMap::new();
+        let mut kept = Vec::with_capacity(transactions.len());
+        for (t, chain_nonce) in transactions.into_iter().zip(confirmed) {
+            let floor = last_of.get(&t.sender).copied().or(chain_nonce);
+            if floor.is_none_or(|f| t.nonce > f) {
+                last_of.insert(t.sender, t.nonce);
+                kept.push(t);
+            }
+        }
+        let transactions = kept;
         let genesis = self.chain().genesis_hash();
         let ids: Vec<Hash> = transactions.iter().map(|t| t.id(&genesis)).collect();
         let header = Header {
