@@ -48,6 +48,16 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         difficulty_bits: u32,
     },
+    /// Finality across N in-process validator nodes: time from a block that
+    /// makes a checkpoint votable to final on every node, and vote messages.
+    Finality {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        #[arg(long, default_value_t = 20)]
+        checkpoints: usize,
+        #[arg(long, default_value_t = 8)]
+        difficulty_bits: u32,
+    },
     /// Transactions/s one node accepts over gRPC (signature checks and
     /// persistence included) against raw ed25519 verification.
     Tx {
@@ -137,6 +147,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Sync { blocks, difficulty_bits } => crate::bench_node::sync(blocks.max(1), difficulty_bits).await,
         BenchCmd::Propagation { nodes, blocks, difficulty_bits } => {
             crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits).await
+        }
+        BenchCmd::Finality { validators, checkpoints, difficulty_bits } => {
+            crate::bench_node::finality(validators.max(1), checkpoints.max(1), difficulty_bits).await
         }
         BenchCmd::Tx { transactions, senders, concurrency, connections } => {
             crate::bench_tx::accept(transactions.max(1), senders.max(1), concurrency.max(1), connections.max(1)).await

@@ -230,3 +230,82 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Resu
     net.stop().await;
     Ok(())
 }
+
+/// Finality across `validators` in-process validator nodes (every node
+/// votes; a checkpoint every 5 blocks, voted 1 deep): for each of
+/// `checkpoints` checkpoints, the time from the block that buries it deep
+/// enough to be voted on until every node holds it final, and the vote
+/// messages each node sent per checkpoint.
+pub async fn finality(validators: usize, checkpoints: usize, bits: u32) -> anyhow::Result<()> {
+    use node_svc::chain::finality::FinalityParams;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const INTERVAL: u64 = 5;
+    const DEPTH: u64 = 1;
+    anyhow::ensure!(validators <= 255, "at most 255 validators here (one key seed byte each)");
+    let keys: Vec<ed25519_dalek::SigningKey> =
+        (1..=validators as u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32])).collect();
+    let finality = FinalityParams::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect(), INTERVAL, DEPTH)
+        .map_err(anyhow::Error::msg)?;
+    let params = NetworkParams { finality, ..network(bits) };
+    let next = AtomicU8::new(1);
+    let (net, all) = mesh(validators, bits, |dir, addr| {
+        // Each node's identity key is the next validator key.
+        let seed = next.fetch_add(1, Ordering::SeqCst);
+        let _ = std::fs::write(dir.join("node.key"), format!("{}\n", hex::encode([seed; 32])));
+        let mut c = bench_config(dir, addr, bits, 500);
+        c.network = params.clone();
+        c
+    })
+    .await?;
+    anyhow::ensure!(all.iter().all(|n| n.is_validator()), "every node votes");
+    let mut from_vote = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut from_block = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let before: Vec<_> = all.iter().map(|n| n.stats()).collect();
+    let bar = progress(checkpoints as u64, "checkpoints finalized");
+    let mut height = all[0].chain().tip().await?.height;
+    for c in 0..checkpoints {
+        let miner = &all[c % all.len()];
+        let target = (height / INTERVAL + 1) * INTERVAL;
+        let mut checkpoint_mined = None;
+        while height < target + DEPTH {
+            miner.mine(format!("checkpoint {c} block {height}").into_bytes()).await?;
+            height += 1;
+            if height == target {
+                checkpoint_mined = Some(Instant::now());
+            }
+        }
+        let votable = Instant::now();
+        let ((), _) = wait_until(Duration::from_secs(120), POLL, || async {
+            for n in &all {
+                if !n.chain().finalized().await.is_ok_and(|f| f.height >= target) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await?;
+        from_vote.saturating_record(votable.elapsed().as_micros() as u64);
+        if let Some(t) = checkpoint_mined {
+            from_block.saturating_record(t.elapsed().as_micros() as u64);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let sent: u64 = all.iter().zip(&before).map(|(n, b)| n.stats().vote_messages_sent - b.vote_messages_sent).sum();
+    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    println!(
+        "finality with {validators} validators (quorum {}, checkpoint every {INTERVAL} blocks, voted {DEPTH} deep), \
+         {checkpoints} checkpoints: from the block that makes a checkpoint votable to final on every node median {:.1}ms, \
+         p99 {:.1}ms; from the checkpoint block itself (one more block mined) median {:.1}ms, p99 {:.1}ms; \
+         {:.1} SendVotes messages sent per node per checkpoint",
+        params.finality.quorum(),
+        q(&from_vote, 0.5),
+        q(&from_vote, 0.99),
+        q(&from_block, 0.5),
+        q(&from_block, 0.99),
+        sent as f64 / validators as f64 / checkpoints as f64
+    );
+    drop(all);
+    net.stop().await;
+    Ok(())
+}

@@ -92,6 +92,12 @@ enum Command {
         #[arg(long, default_value = "client.key.pem")]
         key_out: std::path::PathBuf,
     },
+    /// Print the public key of an ed25519 key file (created when missing),
+    /// e.g. to name validators: `node-svc --validators $(p2pctl key v1.key),...`.
+    Key {
+        /// The key file (64 hex characters, like a node's node.key).
+        file: std::path::PathBuf,
+    },
 }
 
 /// `p2pctl cert`: a certificate of our libp2p-style kind for `key`.
@@ -112,6 +118,16 @@ fn cert(key: &std::path::Path, cert_out: &std::path::Path, key_out: &std::path::
         eprintln!("created a new identity key");
     }
     println!("{}", identity.node_id());
+    Ok(())
+}
+
+/// `p2pctl key`: the public key of a key file, created when missing.
+fn public_key(file: &std::path::Path) -> anyhow::Result<()> {
+    let (key, created) = p2p_proto::identity::load_or_create(file)?;
+    if created {
+        eprintln!("created {}", file.display());
+    }
+    println!("{}", hex::encode(key.verifying_key().to_bytes()));
     Ok(())
 }
 
@@ -143,6 +159,7 @@ async fn main() {
         Command::Health { endpoint, service } => health(&endpoint, service).await,
         Command::Bench(cmd) => bench::run(cmd).await,
         Command::Cert { key, cert_out, key_out } => cert(&key, &cert_out, &key_out),
+        Command::Key { file } => public_key(&file),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -111,6 +111,19 @@ fn block_from_json(v: &serde_json::Value) -> anyhow::Result<Block> {
     })
 }
 
+/// The final checkpoint as a person reads it.
+fn finality_cell(s: &GetStatusResponse) -> String {
+    if s.validator_count == 0 {
+        return "off (no validators in genesis)".into();
+    }
+    let role = if s.validator { ", this node votes" } else { "" };
+    if s.finalized_height == 0 {
+        format!("nothing yet ({} validators{role})", s.validator_count)
+    } else {
+        format!("height {} {} ({} validators{role})", s.finalized_height, short(&s.finalized_hash), s.validator_count)
+    }
+}
+
 fn status_json(s: &GetStatusResponse) -> serde_json::Value {
     json!({
         "node_id": s.node_id, "address": s.address, "network": s.network, "height": s.height,
@@ -118,6 +131,8 @@ fn status_json(s: &GetStatusResponse) -> serde_json::Value {
         "genesis_hash": hex::encode(&s.genesis_hash), "bits": format!("{:#010x}", s.bits),
         "target_block_ms": s.target_block_ms, "mempool_count": s.mempool_count, "mempool_bytes": s.mempool_bytes,
         "mining": s.mining,
+        "finalized_height": s.finalized_height, "finalized_hash": hex::encode(&s.finalized_hash),
+        "validator_count": s.validator_count, "validator": s.validator,
         "peer_count": s.peer_count, "orphan_count": s.orphan_count, "version": s.version,
     })
 }
@@ -167,6 +182,7 @@ pub async fn run(endpoint: &str, admin: &AdminOpts, cmd: NodeCmd, json_out: bool
                     ("mempool", format!("{} transactions, {} bytes", s.mempool_count, s.mempool_bytes)),
                     ("mining", if s.mining { "continuously".into() } else { "on demand".into() }),
                     ("orphans", s.orphan_count.to_string()),
+                    ("finalized", finality_cell(&s)),
                     ("version", s.version.clone()),
                 ] {
                     t.row(vec![k.into(), v]);
@@ -457,6 +473,19 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
         ),
         (n, false) => format!("the {n} reachable nodes do NOT agree on the tip"),
     };
+    // With finality on, say where the final checkpoint is (or that nodes differ).
+    let verdict = match reachable
+        .iter()
+        .filter(|s| s.validator_count > 0)
+        .map(|s| (s.finalized_height, &s.finalized_hash))
+        .max()
+    {
+        None => verdict,
+        Some((h, hash)) => {
+            let same = reachable.iter().filter(|s| s.finalized_height == h && s.finalized_hash == *hash).count();
+            format!("{verdict}; final checkpoint at height {h} {} on {same} of {} nodes", short(hash), reachable.len())
+        }
+    };
     if json_out {
         let nodes: Vec<_> = addresses
             .iter()
@@ -468,7 +497,7 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
             .collect();
         print_json(&json!({"nodes": nodes, "agree": agree, "summary": verdict}));
     } else {
-        let mut t = Table::new(&["NODE", "ADDRESS", "HEIGHT", "TIP", "PEERS", "MEMPOOL", "REACHABLE"]);
+        let mut t = Table::new(&["NODE", "ADDRESS", "HEIGHT", "TIP", "FINAL", "PEERS", "MEMPOOL", "REACHABLE"]);
         for (a, s) in addresses.iter().zip(&statuses) {
             match s {
                 Ok(s) => t.row(vec![
@@ -476,6 +505,11 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
                     a.clone(),
                     s.height.to_string(),
                     short(&s.tip_hash),
+                    if s.validator_count == 0 {
+                        "-".into()
+                    } else {
+                        format!("{} {}", s.finalized_height, short(&s.finalized_hash))
+                    },
                     s.peer_count.to_string(),
                     s.mempool_count.to_string(),
                     "yes".into(),
@@ -483,6 +517,7 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
                 Err(e) => t.row(vec![
                     "-".into(),
                     a.clone(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),

@@ -18,7 +18,7 @@ fn subcommands(args: &[&str]) -> Vec<String> {
 #[test]
 fn subcommands_are_documented() {
     let top = subcommands(&[]);
-    for cmd in ["bootstrap", "node", "network", "devnet", "health", "bench"] {
+    for cmd in ["bootstrap", "node", "network", "devnet", "health", "bench", "key"] {
         assert!(top.contains(&cmd.to_string()), "{cmd} missing from {top:?}");
     }
     let bootstrap = subcommands(&["bootstrap"]);

@@ -26,7 +26,7 @@ fn check_sender(address: &str) {
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else { return };
     let params = NetworkParams { difficulty_bits: 1, ..NetworkParams::devnet() };
-    match kind % 7 {
+    match kind % 8 {
         0 => {
             if let Ok(r) = SendBlockRequest::decode(bytes) {
                 if let Some(b) = r.block {
@@ -87,6 +87,31 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let _ = p2p_proto::node::AnnounceTransactionsRequest::decode(bytes);
+        }
+        6 => {
+            // Finality votes and evidence, as SendVotes and GetFinality
+            // answers carry them: a vote that converts round-trips, and its
+            // checks (validator set, height, signature) never panic.
+            let keys: Vec<[u8; 32]> = (1..=4u8)
+                .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key().to_bytes())
+                .collect();
+            let finality = node_svc::chain::finality::FinalityParams::new(keys, 5, 1).expect("valid set");
+            let genesis = params.genesis().hash;
+            if let Ok(r) = p2p_proto::node::SendVotesRequest::decode(bytes) {
+                for v in r.votes {
+                    if let Ok(vote) = node_svc::convert::vote_from_proto(v) {
+                        let back = node_svc::convert::vote_from_proto(node_svc::convert::vote_to_proto(&vote));
+                        assert_eq!(back.as_ref().ok(), Some(&vote));
+                        let _ = vote.check(&genesis, &finality);
+                    }
+                }
+                for e in r.evidence {
+                    if let Ok(e) = node_svc::convert::evidence_from_proto(e) {
+                        let _ = e.convicts(&genesis, &finality);
+                    }
+                }
+            }
+            let _ = p2p_proto::node::GetFinalityResponse::decode(bytes);
         }
         _ => {
             let _ = BroadcastBlockchainResponse::decode(bytes);

@@ -88,6 +88,9 @@ pub struct NodeConfig {
     /// Transaction ids one announcement may carry, and transactions one
     /// SendTransactions may carry.
     pub max_tx_batch: usize,
+    /// The key this node signs finality checkpoints with (created if
+    /// missing); None: its identity key, when that is a validator.
+    pub validator_key: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -131,6 +134,7 @@ impl NodeConfig {
             },
             mine: false,
             max_tx_batch: 1024,
+            validator_key: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use p2p_proto::node::{Block as PbBlock, BlockOutcome, PeerInfo, PingResponse, Transaction as PbTransaction};
 
+use crate::chain::finality::{Evidence, Vote};
 use crate::chain::{Block, BlockError, Outcome, Tip, Transaction, validate};
 use crate::peers::PeerEntry;
 
@@ -76,6 +77,7 @@ pub fn outcome_to_proto(o: Outcome) -> BlockOutcome {
         Outcome::SideBranch => BlockOutcome::SideBranch,
         Outcome::Reorg { .. } => BlockOutcome::Reorg,
         Outcome::Deferred => BlockOutcome::Deferred,
+        Outcome::BelowFinal => BlockOutcome::BelowFinal,
     }
 }
 
@@ -89,6 +91,9 @@ pub fn outcome_message(o: BlockOutcome) -> &'static str {
         BlockOutcome::Reorg => "its branch has the most work: the main chain was reorganised",
         BlockOutcome::Deferred => {
             "stamped ahead of this node's clock by more than the drift rule allows; held and offered again when its time comes"
+        }
+        BlockOutcome::BelowFinal => {
+            "valid, but its branch forks below the final checkpoint: kept aside and never adopted, whatever its work"
         }
         BlockOutcome::Unspecified => "",
     }
@@ -109,7 +114,7 @@ pub fn peer_info(p: &PeerEntry) -> PeerInfo {
 }
 
 /// A Ping reply carrying our tip.
-pub fn pong(node_id: &str, tip: &Tip, genesis: [u8; 32], now_ms: u64) -> PingResponse {
+pub fn pong(node_id: &str, tip: &Tip, genesis: [u8; 32], now_ms: u64, finalized_height: u64) -> PingResponse {
     PingResponse {
         node_id: node_id.to_string(),
         height: tip.height,
@@ -117,7 +122,47 @@ pub fn pong(node_id: &str, tip: &Tip, genesis: [u8; 32], now_ms: u64) -> PingRes
         cumulative_work: p2p_proto::work::to_bytes(tip.work),
         genesis_hash: genesis.to_vec(),
         timestamp_unix_ms: now_ms,
+        finalized_height,
     }
+}
+
+pub fn vote_to_proto(v: &Vote) -> p2p_proto::node::Vote {
+    p2p_proto::node::Vote {
+        validator: v.validator.to_vec(),
+        checkpoint: v.checkpoint,
+        height: v.height,
+        block_hash: v.hash.to_vec(),
+        signature: v.signature.to_vec(),
+    }
+}
+
+/// A vote with its fields' lengths checked (the signature is checked by the chain).
+pub fn vote_from_proto(v: p2p_proto::node::Vote) -> Result<Vote, String> {
+    let fixed = |name: &str, bytes: Vec<u8>, len: usize| {
+        if bytes.len() == len {
+            Ok(bytes)
+        } else {
+            Err(format!("vote.{name} must be {len} bytes, got {}", bytes.len()))
+        }
+    };
+    Ok(Vote {
+        validator: fixed("validator", v.validator, 32)?.try_into().map_err(|_| "vote.validator")?,
+        checkpoint: v.checkpoint,
+        height: v.height,
+        hash: fixed("block_hash", v.block_hash, 32)?.try_into().map_err(|_| "vote.block_hash")?,
+        signature: fixed("signature", v.signature, 64)?.try_into().map_err(|_| "vote.signature")?,
+    })
+}
+
+pub fn evidence_to_proto(e: &Evidence) -> p2p_proto::node::Evidence {
+    p2p_proto::node::Evidence { first: Some(vote_to_proto(&e.first)), second: Some(vote_to_proto(&e.second)) }
+}
+
+pub fn evidence_from_proto(e: p2p_proto::node::Evidence) -> Result<Evidence, String> {
+    Ok(Evidence {
+        first: vote_from_proto(e.first.ok_or("evidence.first is missing")?)?,
+        second: vote_from_proto(e.second.ok_or("evidence.second is missing")?)?,
+    })
 }
 
 /// The canonical spelling of a peer address, or the input when it does not parse.

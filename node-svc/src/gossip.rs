@@ -74,7 +74,7 @@ pub(crate) async fn run(node: NodeHandle, mut events: broadcast::Receiver<ChainE
                         spawn_relay(&node, block, except);
                     }
                 }
-                Ok(ChainEvent::Reorg { .. }) => {}
+                Ok(ChainEvent::Reorg { .. } | ChainEvent::Votes { .. } | ChainEvent::Finalized(_)) => {}
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "gossip fell behind the chain's events; the next tip is relayed");
                 }

@@ -17,6 +17,7 @@ impl NodeHandle {
     pub async fn heartbeat_round(&self) {
         let now = self.now_ms();
         let Ok(tip) = self.chain().tip().await else { return };
+        let our_final = self.chain().finalized().await.map(|f| f.height).unwrap_or(0);
         let genesis = self.chain().genesis_hash();
         let req = PingRequest {
             sender: Some(self.sender()),
@@ -55,6 +56,10 @@ impl NodeHandle {
                                 work: p2p_proto::work::from_bytes(&r.cumulative_work),
                             };
                             self.peers().alive(&addr, peer_tip, proven.is_some(), self.now_ms());
+                            // A peer with a later final checkpoint: check its votes.
+                            if r.finalized_height > our_final {
+                                crate::finality::catch_up(self, &addr).await;
+                            }
                         }
                         Ok(Err(status)) if Error::is_wrong_network(&status) => {
                             tracing::warn!(peer = %addr, reason = %status.message(), "peer refused us: another network; dropped");
@@ -88,7 +93,8 @@ impl NodeHandle {
             return Err(Error::WrongNetwork { ours: hex::encode(genesis), theirs: hex::encode(&req.genesis_hash) });
         }
         let tip = self.chain().tip().await?;
-        let pong = convert::pong(self.node_id(), &tip, genesis, self.now_ms());
+        let finalized = self.chain().finalized().await?;
+        let pong = convert::pong(self.node_id(), &tip, genesis, self.now_ms(), finalized.height);
         let Some(caller) = caller else { return Ok(pong) };
         if self.peers().is_node_banned(&caller.node_id, self.now_ms()) {
             return Ok(pong);

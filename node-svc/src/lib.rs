@@ -33,6 +33,7 @@ pub mod chain;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod finality;
 pub mod gossip;
 pub mod heartbeat;
 pub mod import;

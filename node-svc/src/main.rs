@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use node_svc::NodeConfig;
+use node_svc::chain::finality::FinalityParams;
 use node_svc::chain::params::{MAX_DIFFICULTY_BITS, NetworkParams};
 
 /// A node of the proof-of-work chain.
@@ -70,6 +71,20 @@ struct Args {
     /// Mine continuously from the start (the admin API starts and stops it too).
     #[arg(long, env = "NODE_MINE")]
     mine: bool,
+    /// Finality validators: ed25519 public keys in hex, comma-separated
+    /// (consensus; empty: finality off, plain proof of work).
+    #[arg(long, env = "NODE_VALIDATORS", value_delimiter = ',')]
+    validators: Vec<String>,
+    /// A finality checkpoint every this many blocks (consensus).
+    #[arg(long, env = "NODE_CHECKPOINT_INTERVAL", default_value_t = 10)]
+    checkpoint_interval: u64,
+    /// Validators vote for a checkpoint once it is this many blocks deep (consensus).
+    #[arg(long, env = "NODE_VOTE_DEPTH", default_value_t = 2)]
+    vote_depth: u64,
+    /// Key file this node signs checkpoints with (created if missing); by
+    /// default the node's identity key, when it is one of --validators.
+    #[arg(long, env = "NODE_VALIDATOR_KEY")]
+    validator_key: Option<PathBuf>,
     /// Transactions the mempool holds at most (the oldest make room).
     #[arg(long, env = "NODE_MEMPOOL_MAX_TXS", default_value_t = 50_000)]
     mempool_max_txs: usize,
@@ -135,6 +150,20 @@ struct Args {
     log_json: bool,
 }
 
+/// The validator set from hex keys.
+fn finality_params(keys: &[String], interval: u64, depth: u64) -> anyhow::Result<FinalityParams> {
+    let keys = keys
+        .iter()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| {
+            let bytes = hex::decode(k.trim()).map_err(|e| anyhow::anyhow!("--validators: {k:?} is not hex: {e}"))?;
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .map_err(|_| anyhow::anyhow!("--validators: {k:?} is {} bytes, an ed25519 key is 32", bytes.len()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    FinalityParams::new(keys, interval, depth).map_err(|e| anyhow::anyhow!("--validators: {e}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -189,8 +218,10 @@ async fn main() -> anyhow::Result<()> {
         max_block_txs: args.max_block_txs.max(1),
         max_block_bytes: args.max_block_bytes,
         max_tx_payload: args.max_tx_payload,
+        finality: finality_params(&args.validators, args.checkpoint_interval, args.vote_depth)?,
         ..NetworkParams::devnet()
     };
+    config.validator_key = args.validator_key;
     config.mine = args.mine;
     config.mempool = node_svc::mempool::pool::PoolLimits {
         max_count: args.mempool_max_txs.max(1),

@@ -31,6 +31,10 @@ pub struct Stats {
     pub tx_bodies_received: AtomicU64,
     /// Transaction bodies we sent to peers.
     pub tx_bodies_sent: AtomicU64,
+    /// SendVotes calls made to peers.
+    pub vote_messages_sent: AtomicU64,
+    /// SendVotes calls received.
+    pub vote_messages_received: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -49,6 +53,8 @@ pub struct StatsSnapshot {
     pub tx_announced: u64,
     pub tx_bodies_received: u64,
     pub tx_bodies_sent: u64,
+    pub vote_messages_sent: u64,
+    pub vote_messages_received: u64,
 }
 
 impl Stats {
@@ -72,6 +78,8 @@ impl Stats {
             tx_announced: l(&self.tx_announced),
             tx_bodies_received: l(&self.tx_bodies_received),
             tx_bodies_sent: l(&self.tx_bodies_sent),
+            vote_messages_sent: l(&self.vote_messages_sent),
+            vote_messages_received: l(&self.vote_messages_received),
         }
     }
 }

@@ -58,6 +58,7 @@ struct Inner {
     inbound_bytes: Arc<Semaphore>,
     /// Transaction bodies asked for and not yet overdue.
     tx_requests: Mutex<crate::txgossip::requests::Requests>,
+    validator: bool,
     shutdown: CancellationToken,
     /// Background work (relays, syncs) that shutdown waits for.
     tasks: TaskTracker,
@@ -74,12 +75,14 @@ pub(crate) struct Parts {
     pub mempool: Mempool,
     /// How this node dials: TLS with its own certificate, or plaintext.
     pub tls: ClientTls,
+    /// Whether this node signs finality checkpoints.
+    pub validator: bool,
     pub shutdown: CancellationToken,
 }
 
 impl NodeHandle {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts { config, key, chain, peer_cache, sync, mempool, tls, shutdown } = parts;
+        let Parts { config, key, chain, peer_cache, sync, mempool, tls, validator, shutdown } = parts;
         let mining_state = MiningState::new(config.mine);
         let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
         let advertise =
@@ -123,10 +126,16 @@ impl NodeHandle {
                 block_streams,
                 tx_requests: Mutex::new(crate::txgossip::requests::Requests::new(crate::txgossip::requests::TRACKED)),
                 inbound_bytes,
+                validator,
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
         }
+    }
+
+    /// Whether this node signs finality checkpoints.
+    pub fn is_validator(&self) -> bool {
+        self.inner.validator
     }
 
     pub fn node_id(&self) -> &str {

@@ -72,6 +72,33 @@ impl RunningNode {
     }
 }
 
+/// The key this node signs checkpoints with: `--validator-key` (created if
+/// missing), else its identity key when that is in the network's validator
+/// set. None on networks without finality.
+fn validator_key(
+    config: &NodeConfig,
+    identity: &ed25519_dalek::SigningKey,
+) -> Result<Option<ed25519_dalek::SigningKey>, Error> {
+    let finality = &config.network.finality;
+    if !finality.enabled() {
+        return Ok(None);
+    }
+    let key = match &config.validator_key {
+        Some(path) => p2p_proto::identity::load_or_create(path).map_err(|e| Error::Internal(e.to_string()))?.0,
+        None => identity.clone(),
+    };
+    let public = hex::encode(key.verifying_key().to_bytes());
+    if finality.is_validator(&key.verifying_key().to_bytes()) {
+        tracing::info!(validator = %public, validators = finality.validators.len(), "signing checkpoints as a validator");
+        Ok(Some(key))
+    } else {
+        if config.validator_key.is_some() {
+            tracing::warn!(key = %public, "--validator-key is not in the network's validator set: not voting");
+        }
+        Ok(None)
+    }
+}
+
 /// Opens the node's identity and chain in `config.data_dir`, then serves
 /// the P2P port (and the admin API, if given a listener for it) until
 /// `shutdown` fires.
@@ -105,9 +132,10 @@ pub async fn spawn(
     };
     let path = config.data_dir.join("chain.redb");
     let params = config.network.clone();
-    let chain = tokio::task::spawn_blocking(move || Chain::open(&path, params))
+    let mut chain = tokio::task::spawn_blocking(move || Chain::open(&path, params))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+    let validator = validator_key(&config, &key)?.is_some_and(|k| chain.set_validator(k));
     let (chain, chain_thread) = ChainHandle::spawn(chain, config.clock.clone())?;
     let (mempool, mempool_thread) = {
         let (path, limits, reader) = (config.data_dir.join("mempool.redb"), config.mempool, chain.reader());
@@ -129,6 +157,7 @@ pub async fn spawn(
     let events = chain.subscribe();
     let mempool_events = chain.subscribe();
     let miner_events = chain.subscribe();
+    let vote_events = chain.subscribe();
     let admitted = mempool.subscribe();
     let (sync, sync_requests) = SyncHandle::new();
     let node = NodeHandle::new(Parts {
@@ -139,6 +168,7 @@ pub async fn spawn(
         sync,
         mempool: mempool.clone(),
         tls,
+        validator,
         shutdown: shutdown.clone(),
     });
     let tip = node.chain().tip().await?;
@@ -166,6 +196,7 @@ pub async fn spawn(
 
     let background = [
         tokio::spawn(gossip::run(node.clone(), events)),
+        tokio::spawn(crate::finality::run(node.clone(), vote_events)),
         tokio::spawn(follow_chain(node.clone(), mempool_events)),
         tokio::spawn(txgossip::run(node.clone(), admitted)),
         tokio::spawn(miner::run(node.clone(), miner_events)),

@@ -6,10 +6,10 @@ use futures::Stream;
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
     AnnounceTransactionsRequest, AnnounceTransactionsResponse, Block as PbBlock, BroadcastBlockchainResponse,
-    GetBlocksRequest, GetMempoolRequest, GetMempoolResponse, GetPeersRequest, GetPeersResponse, GetStatusRequest,
-    GetStatusResponse, GetTransactionRequest, GetTransactionResponse, MempoolEntry, PingRequest, PingResponse,
-    SendBlockRequest, SendBlockResponse, SendTransactionsRequest, SendTransactionsResponse, SubmitTransactionResponse,
-    Transaction as PbTransaction, TransactionStatus,
+    GetBlocksRequest, GetFinalityRequest, GetFinalityResponse, GetMempoolRequest, GetMempoolResponse, GetPeersRequest,
+    GetPeersResponse, GetStatusRequest, GetStatusResponse, GetTransactionRequest, GetTransactionResponse, MempoolEntry,
+    PingRequest, PingResponse, SendBlockRequest, SendBlockResponse, SendTransactionsRequest, SendTransactionsResponse,
+    SendVotesRequest, SendVotesResponse, SubmitTransactionResponse, Transaction as PbTransaction, TransactionStatus,
 };
 use p2p_proto::tls::ConnInfo;
 use tonic::{Request, Response, Status, Streaming};
@@ -139,7 +139,8 @@ impl NodeRpc for NodeService {
 
     async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
         let params = self.node.config().network.clone();
-        let (tip, next) = self.node.chain().read(move |r| r.next_context(&params)).await?;
+        let ((tip, next), finalized) =
+            self.node.chain().read(move |r| Ok((r.next_context(&params)?, r.finalized()?))).await?;
         let config = self.node.config();
         Ok(Response::new(GetStatusResponse {
             node_id: self.node.node_id().to_string(),
@@ -157,6 +158,10 @@ impl NodeRpc for NodeService {
             mempool_bytes: self.node.mempool().bytes() as u64,
             mining: self.node.mining().enabled(),
             target_block_ms: config.network.block_time_ms,
+            finalized_height: finalized.height,
+            finalized_hash: finalized.hash.to_vec(),
+            validator_count: config.network.finality.validators.len() as u32,
+            validator: self.node.is_validator(),
         }))
     }
 
@@ -295,6 +300,19 @@ impl NodeRpc for NodeService {
         }
         let accepted = crate::txgossip::receive(&self.node, caller, txs).await;
         Ok(Response::new(SendTransactionsResponse { accepted }))
+    }
+
+    async fn send_votes(&self, request: Request<SendVotesRequest>) -> Result<Response<SendVotesResponse>, Status> {
+        let caller = self.node.caller(&ConnInfo::of(&request));
+        crate::metrics::Stats::add(&self.node.counters().vote_messages_received, 1);
+        Ok(Response::new(crate::finality::receive(&self.node, caller, request.into_inner()).await?))
+    }
+
+    async fn get_finality(
+        &self,
+        request: Request<GetFinalityRequest>,
+    ) -> Result<Response<GetFinalityResponse>, Status> {
+        Ok(Response::new(crate::finality::answer(&self.node, request.into_inner()).await?))
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {

@@ -99,6 +99,9 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
     let started = Instant::now();
     let mut total = 0u64;
     let mut held_back = false;
+    // The peer's heavier chain forks below our final checkpoint: its claim
+    // was true, we just will not follow it.
+    let mut below_final = false;
     let mut relocated = 0;
     let before = node.chain().tip().await?;
     let claimed = node.peers().claimed_work(address);
@@ -135,6 +138,10 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
         let mut disconnected = false;
         for v in &verdicts {
             match v {
+                Ok(a) if a.outcome == Outcome::BelowFinal => {
+                    below_final = true;
+                    progressed = true;
+                }
                 Ok(a) if a.outcome.stored() => progressed = true,
                 Ok(a) if a.outcome == Outcome::Orphan => disconnected = true,
                 Ok(_) => {}
@@ -181,7 +188,10 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
     }
     // A Ping that claimed more work than the peer then served: a liar (or a
     // peer whose chain just shrank). Either way, stop believing the claim.
-    if !held_back && claimed > after.work && node.peers().forget_claim(address) {
+    if below_final {
+        // Stop syncing from it every heartbeat until its claim changes.
+        node.peers().forget_claim(address);
+    } else if !held_back && claimed > after.work && node.peers().forget_claim(address) {
         let culprit = node.culprit_at(address);
         node.peers().penalize(&culprit, UNBACKED_CLAIM_PENALTY, "claimed more work than it served", node.now_ms());
     }

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use p2p_proto::clock::Clock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Accepted, Applied, Block, BlockError, Chain, ChainReader, Hash, StoreError, Tip};
+use super::finality::{Added, Evidence, Vote, VoteError};
+use super::{Accepted, Applied, Block, BlockError, Chain, ChainReader, Finalized, Hash, StoreError, Tip};
 use crate::error::Error;
 
 /// Events buffered per subscriber; a slower one is told it lagged.
@@ -56,13 +57,39 @@ pub enum ChainEvent {
     Reorg { removed: Vec<Hash>, added: Vec<Hash> },
     /// The main chain has a new tip.
     TipChanged { block: Arc<Block>, origin: Origin },
+    /// Finality votes and evidence new to this node (its own votes
+    /// included), to relay; `from` is the peer they came from, if any.
+    Votes { votes: Arc<Vec<Vote>>, evidence: Arc<Vec<Evidence>>, from: Option<String> },
+    /// A new final checkpoint.
+    Finalized(Finalized),
 }
 
 type Verdicts = Result<Vec<Result<Accepted, BlockError>>, StoreError>;
 
+/// What offering votes did: a verdict per vote, and the block a quorum
+/// voted for when it is not stored here (fetch it from the sender).
+#[derive(Debug)]
+pub struct VotesApplied {
+    pub verdicts: Vec<Result<Added, VoteError>>,
+    pub missing_final: Option<Hash>,
+}
+
 enum Cmd {
-    Accept { blocks: Vec<Block>, origin: Origin, reply: oneshot::Sender<Verdicts> },
-    Prune { depth: u64, reply: oneshot::Sender<Result<usize, StoreError>> },
+    Accept {
+        blocks: Vec<Block>,
+        origin: Origin,
+        reply: oneshot::Sender<Verdicts>,
+    },
+    Votes {
+        votes: Vec<Vote>,
+        evidence: Vec<Evidence>,
+        from: Option<String>,
+        reply: oneshot::Sender<Result<VotesApplied, StoreError>>,
+    },
+    Prune {
+        depth: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// Cloneable access to the chain.
@@ -95,6 +122,19 @@ impl ChainHandle {
                     chain.recover_storage();
                     let (blocks, origin, reply) = match cmd {
                         Cmd::Accept { blocks, origin, reply } => (blocks, origin, reply),
+                        Cmd::Votes { votes, evidence, from, reply } => {
+                            let result = chain.accept_votes(votes, evidence);
+                            if let Err(e) = &result {
+                                chain.storage_failed(e);
+                            }
+                            let result = result.map(|(verdicts, applied)| {
+                                let missing_final = applied.missing_final;
+                                publish_applied(&publish, applied, Origin::Local, from);
+                                VotesApplied { verdicts, missing_final }
+                            });
+                            let _ = reply.send(result);
+                            continue;
+                        }
                         Cmd::Prune { depth, reply } => {
                             let pruned = chain.prune_side_branches(depth);
                             if let Err(e) = &pruned {
@@ -109,15 +149,9 @@ impl ChainHandle {
                         chain.storage_failed(e);
                     }
                     count.store(chain.orphan_count(), Ordering::Relaxed);
-                    let result = result.map(|applied| {
-                        let Applied { verdicts, new_tip, reorgs } = applied;
-                        for r in reorgs {
-                            // No subscriber is fine: events are a courtesy, the store is the truth.
-                            let _ = publish.send(ChainEvent::Reorg { removed: r.removed, added: r.added });
-                        }
-                        if let Some(block) = new_tip {
-                            let _ = publish.send(ChainEvent::TipChanged { block: Arc::new(block), origin });
-                        }
+                    let result = result.map(|mut applied| {
+                        let verdicts = std::mem::take(&mut applied.verdicts);
+                        publish_applied(&publish, applied, origin, None);
                         verdicts
                     });
                     let _ = reply.send(result);
@@ -125,6 +159,24 @@ impl ChainHandle {
             })
             .map_err(|e| Error::Internal(format!("cannot start chain thread: {e}")))?;
         Ok((ChainHandle { tx, reader, events, orphans, genesis_hash, serving }, thread))
+    }
+
+    /// Offers finality votes and evidence (from the peer with node id
+    /// `from`, if any); one verdict per vote.
+    pub async fn offer_votes(
+        &self,
+        votes: Vec<Vote>,
+        evidence: Vec<Evidence>,
+        from: Option<String>,
+    ) -> Result<VotesApplied, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Votes { votes, evidence, from, reply }).await.map_err(|_| Error::ShuttingDown)?;
+        Ok(rx.await.map_err(|_| Error::ShuttingDown)??)
+    }
+
+    /// The latest final checkpoint.
+    pub async fn finalized(&self) -> Result<Finalized, Error> {
+        self.read(|r| r.finalized()).await
     }
 
     /// Offers blocks in order; one verdict each (plus connected orphans).
@@ -185,6 +237,25 @@ impl ChainHandle {
     /// Read access for threads of their own (the mempool's).
     pub fn reader(&self) -> ChainReader {
         self.reader.clone()
+    }
+}
+
+/// Publishes what a commit did, in order: reorganisations, the new tip,
+/// new votes and evidence, the new final checkpoint. No subscriber is
+/// fine: events are a courtesy, the store is the truth.
+fn publish_applied(publish: &broadcast::Sender<ChainEvent>, applied: Applied, origin: Origin, from: Option<String>) {
+    let Applied { reorgs, new_tip, votes, evidence, finalized, .. } = applied;
+    for r in reorgs {
+        let _ = publish.send(ChainEvent::Reorg { removed: r.removed, added: r.added });
+    }
+    if let Some(block) = new_tip {
+        let _ = publish.send(ChainEvent::TipChanged { block: Arc::new(block), origin });
+    }
+    if !votes.is_empty() || !evidence.is_empty() {
+        let _ = publish.send(ChainEvent::Votes { votes: Arc::new(votes), evidence: Arc::new(evidence), from });
+    }
+    if let Some(f) = finalized {
+        let _ = publish.send(ChainEvent::Finalized(f));
     }
 }
 

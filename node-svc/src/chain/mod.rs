@@ -11,6 +11,8 @@
 pub mod actor;
 pub mod block;
 mod early;
+pub mod finality;
+mod finalizing;
 pub mod fork_choice;
 mod orphans;
 pub mod params;
@@ -34,13 +36,16 @@ pub use actor::{ChainEvent, ChainHandle, Origin};
 pub use block::{Block, Hash, ZERO_HASH};
 use early::EarlyPool;
 pub use early::MAX_EARLY;
+use ed25519_dalek::SigningKey;
+use finality::{Evidence, Tally, Vote};
+pub use finalizing::MAX_EVIDENCE;
 use fork_choice::{Candidate, Choice, MainHead};
 pub use orphans::MAX_ORPHANS;
 use orphans::OrphanPool;
 use p2p_proto::storage::RedbCell;
 pub use params::NetworkParams;
-use store::{BLOCKS, HeaderRec, MAIN, TIP, Tables, decode};
-pub use store::{ChainReader, Confirmed, StoreError, Tip};
+use store::{BLOCKS, HeaderRec, MAIN, TIP, Tables, VOTED, decode};
+pub use store::{ChainReader, Confirmed, Finalized, StoreError, Tip};
 pub use tx::Transaction;
 pub use validate::BlockError;
 
@@ -61,12 +66,16 @@ pub enum Outcome {
     /// Stamped ahead of our clock by more than the drift rule allows but
     /// within the holding window: held, offered again when its time comes.
     Deferred,
+    /// Stored on a branch with more work that forks below the final
+    /// checkpoint: it never becomes the main chain. Valid, so nobody is
+    /// blamed for it.
+    BelowFinal,
 }
 
 impl Outcome {
     /// The block is now stored (on some branch).
     pub fn stored(&self) -> bool {
-        matches!(self, Outcome::Appended | Outcome::SideBranch | Outcome::Reorg { .. })
+        matches!(self, Outcome::Appended | Outcome::SideBranch | Outcome::Reorg { .. } | Outcome::BelowFinal)
     }
 }
 
@@ -93,6 +102,14 @@ pub struct Applied {
     pub new_tip: Option<Block>,
     /// Each reorganisation the batch caused, in order.
     pub reorgs: Vec<Reorg>,
+    /// Finality votes that are new here (to relay), ours included.
+    pub votes: Vec<Vote>,
+    /// Evidence that is new here (to relay).
+    pub evidence: Vec<Evidence>,
+    /// The new final checkpoint, when the batch moved it.
+    pub finalized: Option<Finalized>,
+    /// A quorum voted for this block, which is not stored here: fetch it.
+    pub missing_final: Option<Hash>,
 }
 
 /// Recent headers the writer reads for retargeting and the median time
@@ -135,6 +152,14 @@ pub struct Chain {
     orphans: OrphanPool,
     early: EarlyPool,
     headers: HeaderCache,
+    /// Votes above the final checkpoint and evidence (mirrors the tables).
+    tally: Tally,
+    finalized: Finalized,
+    /// This node's validator key, when it is one of the network's validators.
+    validator: Option<SigningKey>,
+    /// The last checkpoint this node signed: it never signs one again, nor
+    /// an older one, so it cannot equivocate across restarts or reorgs.
+    voted: u64,
 }
 
 impl Chain {
@@ -168,6 +193,7 @@ impl Chain {
             }
             tx.commit()?;
         }
+        let (finalized, voted, tally) = Self::load_finality(&db, &params)?;
         let cell = Arc::new(RedbCell::new("chain", path, db));
         let chain = Chain {
             cell,
@@ -176,9 +202,61 @@ impl Chain {
             orphans: OrphanPool::default(),
             early: EarlyPool::default(),
             headers: HeaderCache::default(),
+            tally,
+            finalized,
+            validator: None,
+            voted,
         };
         chain.validate_main_chain()?;
         Ok(chain)
+    }
+
+    /// The final checkpoint, the last checkpoint signed here, and the
+    /// stored votes and evidence (checked when they were stored).
+    fn load_finality(db: &Database, params: &NetworkParams) -> Result<(Finalized, u64, Tally), StoreError> {
+        let tx = db.begin_write()?;
+        let loaded = {
+            let t = Tables::open(&tx)?;
+            let finalized = store::read_finalized(&t.meta, &t.headers, &t.main)?;
+            let voted = match t.meta.get(VOTED)? {
+                Some(v) => u64::from_be_bytes(
+                    v.value().try_into().map_err(|_| StoreError::Inconsistent("meta `voted` is not 8 bytes".into()))?,
+                ),
+                None => 0,
+            };
+            let interval = params.finality.checkpoint_interval.max(1);
+            let tip = t.header(&t.tip_hash()?)?.map(|h| h.height).unwrap_or(0);
+            let mut tally = Tally::new(finalized.height / interval, tip / interval);
+            for entry in t.evidence.iter()? {
+                let (_, v) = entry?;
+                tally.convict(store::decode_evidence(v.value())?);
+            }
+            for entry in t.votes.iter()? {
+                let (_, v) = entry?;
+                let vote = Vote::decode(v.value())
+                    .ok_or_else(|| StoreError::Inconsistent("a stored vote is undecodable".into()))?;
+                tally.add(vote);
+            }
+            (finalized, voted, tally)
+        };
+        tx.commit()?;
+        Ok(loaded)
+    }
+
+    /// Makes this node a validator: it signs checkpoints of its main chain
+    /// with `key`. Refused (false) when the key is not in the network's set.
+    pub fn set_validator(&mut self, key: SigningKey) -> bool {
+        if self.params.finality.is_validator(&key.verifying_key().to_bytes()) {
+            self.validator = Some(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The latest final checkpoint.
+    pub fn finalized(&self) -> Finalized {
+        self.finalized
     }
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
@@ -329,6 +407,11 @@ impl Chain {
                 }
                 applied.verdicts.push(verdict);
             }
+            if applied.new_tip.is_some()
+                || applied.verdicts.iter().any(|v| v.as_ref().is_ok_and(|a| a.outcome.stored()))
+            {
+                self.after_change(&mut t, &mut applied)?;
+            }
         }
         tx.commit()?;
         for b in new_orphans {
@@ -426,13 +509,37 @@ impl Chain {
         self.headers.insert(HeaderRec::of(&b));
 
         let tip_hash = t.tip_hash()?;
-        let tip = MainHead { hash: tip_hash, work: t.work_of(&tip_hash)? };
-        if fork_choice::choose(&tip, &Candidate { parent: b.prev_hash, work: total }) == Choice::Keep {
-            t.side.insert((b.index, hash.as_slice()), ())?;
-            return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch }));
+        let tip = MainHead { hash: tip_hash, work: t.work_of(&tip_hash)?, final_height: self.finalized.height };
+        let mut candidate = Candidate { parent: b.prev_hash, work: total, fork_height: parent.height };
+        // Where a heavier branch leaves the main chain matters only when it
+        // does not simply extend the tip.
+        let mut planned = None;
+        if total > tip.work && b.prev_hash != tip_hash {
+            let sw = state::path(t, &b, &tip_hash)?;
+            candidate.fork_height = sw.added[0].index - 1;
+            planned = Some(sw);
+        }
+        match fork_choice::choose(&tip, &candidate) {
+            Choice::Keep => {
+                t.side.insert((b.index, hash.as_slice()), ())?;
+                return Ok(Ok(Accepted { hash, outcome: Outcome::SideBranch }));
+            }
+            Choice::RevertsFinal => {
+                t.side.insert((b.index, hash.as_slice()), ())?;
+                tracing::warn!(
+                    block = %hex::encode(hash), height = b.index, fork_height = candidate.fork_height,
+                    final_height = self.finalized.height,
+                    "a heavier branch forks below the final checkpoint: kept aside, never adopted"
+                );
+                return Ok(Ok(Accepted { hash, outcome: Outcome::BelowFinal }));
+            }
+            Choice::Extend | Choice::Reorg => {}
         }
         // Extend or reorganise: check the move against the nonce rule first.
-        let sw = state::path(t, &b, &tip_hash)?;
+        let sw = match planned {
+            Some(sw) => sw,
+            None => state::path(t, &b, &tip_hash)?,
+        };
         let undos = match state::check(t, &sw)? {
             Ok(undos) => undos,
             Err((first_bad, error)) => {

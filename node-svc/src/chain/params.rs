@@ -7,6 +7,7 @@ use ruint::aliases::U256;
 use sha2::{Digest, Sha256};
 
 use super::block::{Block, Hash};
+use super::finality::FinalityParams;
 use super::target::{self, Retarget};
 use super::tx::TX_OVERHEAD;
 
@@ -30,6 +31,9 @@ pub struct NetworkParams {
     pub max_tx_payload: usize,
     /// How far ahead of the receiver's clock a block may be stamped.
     pub max_future_ms: u64,
+    /// Finality votes: the validator set and the checkpoint rules (an
+    /// empty set: plain proof of work).
+    pub finality: FinalityParams,
 }
 
 /// Highest `difficulty_bits` accepted.
@@ -51,6 +55,7 @@ impl NetworkParams {
             max_block_bytes: 1024 * 1024,
             max_tx_payload: 64 * 1024,
             max_future_ms: 2 * 60 * 1000,
+            finality: FinalityParams::default(),
         }
     }
 
@@ -74,9 +79,11 @@ impl NetworkParams {
         self.max_tx_payload.saturating_add(TX_OVERHEAD)
     }
 
-    /// SHA-256 of every parameter, which genesis commits to.
+    /// SHA-256 of every parameter, which genesis commits to. Finality is
+    /// described only when it is on, so networks without it keep the
+    /// genesis they had before finality existed.
     pub fn digest(&self) -> Hash {
-        let description = format!(
+        let mut description = format!(
             "network {:?} difficulty_bits={} retarget={} block_time_ms={} lwma_window={} max_block_txs={} \
              max_block_bytes={} max_tx_payload={} max_future_ms={}",
             self.name,
@@ -89,6 +96,10 @@ impl NetworkParams {
             self.max_tx_payload,
             self.max_future_ms,
         );
+        if self.finality.enabled() {
+            description.push(' ');
+            description.push_str(&self.finality.describe());
+        }
         Sha256::digest(description.as_bytes()).into()
     }
 
@@ -114,6 +125,12 @@ impl NetworkParams {
 mod tests {
     use super::*;
 
+    fn fin(seeds: &[u8], interval: u64, depth: u64) -> FinalityParams {
+        let keys =
+            seeds.iter().map(|s| ed25519_dalek::SigningKey::from_bytes(&[*s; 32]).verifying_key().to_bytes()).collect();
+        FinalityParams::new(keys, interval, depth).unwrap()
+    }
+
     #[test]
     fn genesis_is_deterministic_and_every_parameter_is_part_of_it() {
         let a = NetworkParams { difficulty_bits: 8, ..NetworkParams::devnet() };
@@ -129,9 +146,15 @@ mod tests {
             NetworkParams { max_block_bytes: a.max_block_bytes + 1, ..a.clone() },
             NetworkParams { max_tx_payload: a.max_tx_payload + 1, ..a.clone() },
             NetworkParams { max_future_ms: a.max_future_ms + 1, ..a.clone() },
+            NetworkParams { finality: fin(&[1], 10, 2), ..a.clone() },
+            NetworkParams { finality: fin(&[2], 10, 2), ..a.clone() },
+            NetworkParams { finality: fin(&[1, 2], 10, 2), ..a.clone() },
+            NetworkParams { finality: fin(&[1], 11, 2), ..a.clone() },
+            NetworkParams { finality: fin(&[1], 10, 3), ..a.clone() },
         ];
+        let mut seen = std::collections::HashSet::from([g.hash]);
         for v in variants {
-            assert_ne!(v.genesis().hash, g.hash, "{v:?} shares genesis with {a:?}");
+            assert!(seen.insert(v.genesis().hash), "{v:?} shares genesis with another variant");
         }
     }
 

@@ -14,6 +14,11 @@
 //! - `undo`: main-chain block hash → each of its transactions' sender and
 //!   that sender's nonce before it (to disconnect the block in a reorg).
 //! - `txs`: transaction id → (block hash, position) for main-chain blocks.
+//! - `votes`: (checkpoint, validator) → a finality vote at or above the
+//!   final checkpoint (the final one's votes justify it to joining nodes).
+//! - `evidence`: validator → the two conflicting votes that convicted it.
+//! - `meta`: also `final` → hash of the latest final checkpoint (absent:
+//!   genesis), and `voted` → the last checkpoint this node signed.
 
 use std::sync::Arc;
 
@@ -24,6 +29,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use ruint::aliases::U256;
 
 use super::block::{Block, Hash};
+use super::finality::{Evidence, Vote};
 use super::params::NetworkParams;
 use super::target::{self, Past};
 use super::tx::Transaction;
@@ -39,7 +45,11 @@ pub(super) const TXS: TableDefinition<[u8; 32], ([u8; 32], u32)> = TableDefiniti
 pub(super) const MAIN: TableDefinition<u64, &[u8]> = TableDefinition::new("main");
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const SIDE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("side");
+pub(super) const VOTES: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("votes");
+pub(super) const EVIDENCE: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("evidence");
 pub(super) const TIP: &str = "tip";
+pub(super) const FINAL: &str = "final";
+pub(super) const VOTED: &str = "voted";
 
 /// Storage failures (not a block's fault). The underlying error stays
 /// reachable through [`std::error::Error::source`].
@@ -89,6 +99,13 @@ pub struct Tip {
     pub height: u64,
     pub work: U256,
     pub timestamp_ms: u64,
+}
+
+/// The latest final checkpoint (genesis until one is finalized).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finalized {
+    pub height: u64,
+    pub hash: Hash,
 }
 
 /// What the chain keeps of every block's header for its descendants' rules.
@@ -316,6 +333,39 @@ impl ChainReader {
         Ok(tx.open_table(TXS)?.get(*id)?.is_some())
     }
 
+    /// The latest final checkpoint; genesis when none is.
+    pub fn finalized(&self) -> Result<Finalized, StoreError> {
+        let tx = self.read()?;
+        read_finalized(&tx.open_table(META)?, &tx.open_table(HEADERS)?, &tx.open_table(MAIN)?)
+    }
+
+    /// The stored votes at checkpoints `from..=to`, lowest first.
+    pub fn votes(&self, from: u64, to: u64, limit: usize) -> Result<Vec<Vote>, StoreError> {
+        let tx = self.read()?;
+        let votes = tx.open_table(VOTES)?;
+        let mut out = Vec::new();
+        for entry in votes.range((from, [0u8; 32])..=(to, [0xff; 32]))?.take(limit) {
+            let (_, v) = entry?;
+            out.push(
+                Vote::decode(v.value())
+                    .ok_or_else(|| StoreError::Inconsistent("a stored vote is undecodable".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The evidence held, at most `limit` pairs.
+    pub fn evidence(&self, limit: usize) -> Result<Vec<Evidence>, StoreError> {
+        let tx = self.read()?;
+        let table = tx.open_table(EVIDENCE)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.take(limit) {
+            let (_, v) = entry?;
+            out.push(decode_evidence(v.value())?);
+        }
+        Ok(out)
+    }
+
     /// Height right after the first locator hash that is on our main chain
     /// (0 when none is: then the peer shares no more than genesis with us).
     pub fn fork_point(&self, locator: &[Hash]) -> Result<u64, StoreError> {
@@ -331,6 +381,41 @@ impl ChainReader {
         }
         Ok(0)
     }
+}
+
+/// The final checkpoint from the `meta` and `headers` tables.
+pub(super) fn read_finalized(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    headers: &impl ReadableTable<&'static [u8], HeaderValue>,
+    main: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Finalized, StoreError> {
+    match meta.get(FINAL)? {
+        Some(h) => {
+            let hash = hash_of(h.value())?;
+            let header = read_header(headers, &hash)?
+                .ok_or_else(|| StoreError::Inconsistent("the final block's header is missing".into()))?;
+            Ok(Finalized { height: header.height, hash })
+        }
+        None => {
+            let genesis = main.get(0)?.ok_or_else(|| StoreError::Inconsistent("no genesis".into()))?;
+            Ok(Finalized { height: 0, hash: hash_of(genesis.value())? })
+        }
+    }
+}
+
+pub(super) fn encode_evidence(e: &Evidence) -> Vec<u8> {
+    let mut out = e.first.encode();
+    out.extend_from_slice(&e.second.encode());
+    out
+}
+
+pub(super) fn decode_evidence(bytes: &[u8]) -> Result<Evidence, StoreError> {
+    let half = bytes.len() / 2;
+    let bad = || StoreError::Inconsistent("stored evidence is undecodable".into());
+    Ok(Evidence {
+        first: Vote::decode(&bytes[..half]).ok_or_else(bad)?,
+        second: Vote::decode(&bytes[half..]).ok_or_else(bad)?,
+    })
 }
 
 fn tip_of(tx: &ReadTransaction, hash: Hash) -> Result<Tip, StoreError> {
@@ -354,6 +439,8 @@ pub(super) struct Tables<'tx> {
     pub nonces: redb::Table<'tx, [u8; 32], u64>,
     pub undo: redb::Table<'tx, [u8; 32], &'static [u8]>,
     pub txs: redb::Table<'tx, [u8; 32], ([u8; 32], u32)>,
+    pub votes: redb::Table<'tx, (u64, [u8; 32]), &'static [u8]>,
+    pub evidence: redb::Table<'tx, [u8; 32], &'static [u8]>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -368,6 +455,8 @@ impl<'tx> Tables<'tx> {
             nonces: tx.open_table(NONCES)?,
             undo: tx.open_table(UNDO)?,
             txs: tx.open_table(TXS)?,
+            votes: tx.open_table(VOTES)?,
+            evidence: tx.open_table(EVIDENCE)?,
         })
     }
 

@@ -213,3 +213,166 @@ fn with_retargeting_each_block_must_carry_the_target_its_place_requires() {
     let verdict = chain.accept(vec![lax], NOW).unwrap().remove(0);
     assert!(matches!(verdict, Err(BlockError::WrongTarget { .. })), "{verdict:?}");
 }
+
+/// Finality on the chain itself: four validators, a checkpoint every 5
+/// blocks, voted once 1 deep.
+mod finality_rules {
+    use super::*;
+    use crate::chain::finality::{Added, FinalityParams, Vote};
+
+    fn keys() -> Vec<SigningKey> {
+        (1..=4u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect()
+    }
+
+    fn fparams() -> NetworkParams {
+        let validators = keys().iter().map(|k| k.verifying_key().to_bytes()).collect();
+        NetworkParams { finality: FinalityParams::new(validators, 5, 1).unwrap(), ..params() }
+    }
+
+    fn open_f(dir: &tempfile::TempDir) -> Chain {
+        Chain::open(&dir.path().join("chain.redb"), fparams()).unwrap()
+    }
+
+    fn offer_f(chain: &mut Chain, blocks: &[Block]) -> Vec<Outcome> {
+        chain.accept(blocks.to_vec(), NOW).unwrap().into_iter().map(|v| v.unwrap().outcome).collect()
+    }
+
+    fn votes(chain: &Chain, who: &[usize], cp: u64, hash: Hash) -> Vec<Vote> {
+        let g = chain.genesis().hash;
+        let ks = keys();
+        who.iter().map(|&i| Vote::sign(&ks[i], &g, &chain.params().finality, cp, hash)).collect()
+    }
+
+    #[test]
+    fn a_quorum_finalizes_and_a_heavier_branch_below_it_is_refused_whatever_its_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open_f(&dir);
+        let p = fparams();
+        let main = chain_of(&p, 7, NOW - 10_000);
+        offer_f(&mut chain, &main[1..]);
+        // Two of four: nothing final.
+        let (verdicts, applied) = chain.accept_votes(votes(&chain, &[0, 1], 1, main[5].hash), vec![]).unwrap();
+        assert!(verdicts.iter().all(|v| *v == Ok(Added::New)));
+        assert_eq!(applied.finalized, None);
+        assert_eq!(chain.finalized().height, 0);
+        // The third makes it final.
+        let (_, applied) = chain.accept_votes(votes(&chain, &[2], 1, main[5].hash), vec![]).unwrap();
+        assert_eq!(applied.finalized, Some(Finalized { height: 5, hash: main[5].hash }));
+        assert_eq!(chain.reader().finalized().unwrap(), Finalized { height: 5, hash: main[5].hash });
+        // A branch from height 3 with far more work is stored and refused.
+        let heavy = extend(&p, &main[..4], 10, NOW - 5_000, "heavy");
+        let outcomes = offer_f(&mut chain, &heavy[4..]);
+        assert!(outcomes.contains(&Outcome::BelowFinal), "{outcomes:?}");
+        assert!(!outcomes.iter().any(|o| matches!(o, Outcome::Reorg { .. })), "{outcomes:?}");
+        assert_eq!(chain.reader().tip().unwrap().hash, main[7].hash, "the main chain kept the final block");
+        // A heavier branch above the final checkpoint still wins, as PoW says.
+        let above = extend(&p, &main[..6], 3, NOW - 4_000, "above");
+        let outcomes = offer_f(&mut chain, &above[6..]);
+        assert!(outcomes.iter().any(|o| matches!(o, Outcome::Reorg { .. })), "{outcomes:?}");
+        assert_eq!(chain.reader().tip().unwrap().hash, above[8].hash);
+    }
+
+    #[test]
+    fn a_final_checkpoint_off_the_main_chain_moves_the_main_chain_onto_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open_f(&dir);
+        let p = fparams();
+        let common = chain_of(&p, 2, NOW - 10_000);
+        let light = extend(&p, &common, 5, NOW - 9_000, "light"); // tip at 7
+        let heavy = extend(&p, &common, 8, NOW - 8_000, "heavy"); // tip at 10
+        offer_f(&mut chain, &light[1..]);
+        offer_f(&mut chain, &heavy[3..]);
+        assert_eq!(chain.reader().tip().unwrap().hash, heavy[10].hash, "most work, before any finality");
+        // The validators finalized the light branch's checkpoint.
+        let (_, applied) = chain.accept_votes(votes(&chain, &[0, 1, 3], 1, light[5].hash), vec![]).unwrap();
+        assert_eq!(applied.finalized.map(|f| f.hash), Some(light[5].hash));
+        assert_eq!(applied.reorgs.len(), 1, "moved off the heavier branch");
+        assert_eq!(chain.reader().tip().unwrap().hash, light[7].hash, "the best chain containing the final block");
+    }
+
+    #[test]
+    fn a_quorum_for_an_unknown_block_asks_for_it_and_finalizes_when_it_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open_f(&dir);
+        let p = fparams();
+        let main = chain_of(&p, 6, NOW - 10_000);
+        let (_, applied) = chain.accept_votes(votes(&chain, &[0, 1, 2], 1, main[5].hash), vec![]).unwrap();
+        assert_eq!(applied.missing_final, Some(main[5].hash));
+        assert_eq!(chain.finalized().height, 0);
+        offer_f(&mut chain, &main[1..]);
+        assert_eq!(chain.finalized(), Finalized { height: 5, hash: main[5].hash });
+    }
+
+    #[test]
+    fn forged_or_misplaced_votes_count_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open_f(&dir);
+        let p = fparams();
+        let main = chain_of(&p, 6, NOW - 10_000);
+        offer_f(&mut chain, &main[1..]);
+        let mut forged = votes(&chain, &[0, 1, 2], 1, main[5].hash);
+        for v in &mut forged {
+            v.signature[0] ^= 1;
+        }
+        let stranger =
+            Vote::sign(&SigningKey::from_bytes(&[77; 32]), &chain.genesis().hash, &p.finality, 1, main[5].hash);
+        forged.push(stranger);
+        let (verdicts, applied) = chain.accept_votes(forged, vec![]).unwrap();
+        assert!(verdicts.iter().all(|v| v.is_err()), "{verdicts:?}");
+        assert!(applied.votes.is_empty());
+        assert_eq!(chain.finalized().height, 0);
+        assert!(chain.reader().votes(0, u64::MAX, 100).unwrap().is_empty(), "nothing stored");
+    }
+
+    #[test]
+    fn an_equivocator_is_convicted_stops_counting_and_the_evidence_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open_f(&dir);
+        let p = fparams();
+        let main = chain_of(&p, 6, NOW - 10_000);
+        offer_f(&mut chain, &main[1..]);
+        chain.accept_votes(votes(&chain, &[0, 1], 1, main[5].hash), vec![]).unwrap();
+        // Validator 1 also signs another block at the same checkpoint.
+        let (verdicts, applied) = chain.accept_votes(votes(&chain, &[1], 1, [9; 32]), vec![]).unwrap();
+        assert!(matches!(verdicts[0], Ok(Added::Equivocation(_))), "{verdicts:?}");
+        assert_eq!(applied.evidence.len(), 1);
+        // Validator 2's vote would have made three: validator 1 no longer counts.
+        let (_, applied) = chain.accept_votes(votes(&chain, &[2], 1, main[5].hash), vec![]).unwrap();
+        assert_eq!(applied.finalized, None);
+        let (_, applied) = chain.accept_votes(votes(&chain, &[3], 1, main[5].hash), vec![]).unwrap();
+        assert_eq!(applied.finalized.map(|f| f.height), Some(5), "three honest validators are a quorum");
+        assert_eq!(chain.reader().evidence(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn finality_and_the_last_signed_checkpoint_survive_a_restart_so_a_validator_never_signs_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = fparams();
+        let main = chain_of(&p, 6, NOW - 10_000);
+        let mine = {
+            let mut chain = open_f(&dir);
+            assert!(chain.set_validator(keys()[0].clone()));
+            offer_f(&mut chain, &main[1..]);
+            // Tip 6, 1 deep: checkpoint 1 (height 5) is due and signed.
+            let mine = chain.reader().votes(1, 1, 10).unwrap();
+            assert_eq!(mine.len(), 1);
+            assert_eq!(mine[0].validator, keys()[0].verifying_key().to_bytes());
+            chain.accept_votes(votes(&chain, &[1, 2], 1, main[5].hash), vec![]).unwrap();
+            assert_eq!(chain.finalized().height, 5);
+            mine
+        };
+        let mut chain = open_f(&dir);
+        assert_eq!(chain.finalized(), Finalized { height: 5, hash: main[5].hash }, "final after a restart");
+        assert!(chain.set_validator(keys()[0].clone()));
+        // A reorg above the final block to a branch with another block at
+        // height 10 (checkpoint 2) would be signed once; checkpoint 1 never again.
+        let more = extend(&p, &main, 5, NOW - 5_000, "more");
+        offer_f(&mut chain, &more[7..]);
+        let signed = chain.reader().votes(1, 2, 10).unwrap();
+        let ours: Vec<_> = signed.iter().filter(|v| v.validator == mine[0].validator).collect();
+        assert_eq!(ours.len(), 2, "checkpoints 1 and 2, once each: {ours:?}");
+        assert!(ours.iter().any(|v| **v == mine[0]), "the vote for checkpoint 1 is the one signed before the restart");
+        // A validator key outside the set is refused.
+        assert!(!chain.set_validator(SigningKey::from_bytes(&[99; 32])));
+    }
+}

@@ -98,6 +98,18 @@ impl Node for FakePeer {
     ) -> Result<Response<p2p_proto::node::SendTransactionsResponse>, Status> {
         Ok(Response::new(Default::default()))
     }
+    async fn send_votes(
+        &self,
+        _: Request<p2p_proto::node::SendVotesRequest>,
+    ) -> Result<Response<p2p_proto::node::SendVotesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_finality(
+        &self,
+        _: Request<p2p_proto::node::GetFinalityRequest>,
+    ) -> Result<Response<p2p_proto::node::GetFinalityResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         Ok(Response::new(PingResponse {
             node_id: "fake".into(),

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod devnet;
 mod faults;
+mod finality;
 mod grpcurl;
 mod hostile;
 mod node;
