@@ -48,9 +48,55 @@ fn parse(
     Ok((votes, evidence))
 }
 
-/// Offers votes from a peer (or an anonymous client) to the chain; a peer
-/// whose votes do not verify loses score; a quorum for a block we lack
-/// makes us sync from the peer that had the votes.
+/// Votes checked at once on the blocking pool, at most.
+const CHECK_JOBS: usize = 2;
+/// Vote and evidence digests remembered as already checked.
+const SEEN: usize = 65_536;
+
+/// Digests checked, and their order (the oldest are forgotten first).
+type Seen = (std::collections::HashSet<[u8; 32]>, std::collections::VecDeque<[u8; 32]>);
+
+/// What the node remembers of the votes it was sent: which it has checked
+/// (a vote reaches a node from each of its peers; its signature is
+/// verified once), and how many checks may run at once.
+#[derive(Debug)]
+pub struct VoteIntake {
+    seen: std::sync::Mutex<Seen>,
+    checks: tokio::sync::Semaphore,
+}
+
+impl Default for VoteIntake {
+    fn default() -> Self {
+        VoteIntake { seen: Default::default(), checks: tokio::sync::Semaphore::new(CHECK_JOBS) }
+    }
+}
+
+impl VoteIntake {
+    /// True the first time `bytes` (a whole vote or evidence, not just a
+    /// signature, so a forgery cannot shadow the real thing) is offered.
+    fn first_time(&self, bytes: &[u8]) -> bool {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, order) = &mut *guard;
+        if !set.insert(digest) {
+            return false;
+        }
+        order.push_back(digest);
+        while order.len() > SEEN {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// Offers votes from a peer (or an anonymous client) to the chain. Votes
+/// seen before are skipped; the rest are checked (signatures included) on
+/// the blocking pool, a couple of jobs at a time, before the chain sees
+/// them. A peer whose votes do not verify loses score; a quorum for a
+/// block we lack makes us sync from the peer that had the votes.
 async fn offer(
     node: &NodeHandle,
     from: Option<&PeerIdentity>,
@@ -58,29 +104,54 @@ async fn offer(
     votes: Vec<Vote>,
     evidence: Vec<Evidence>,
 ) -> Result<SendVotesResponse, Error> {
-    let from_id = from.map(|p| p.node_id.clone());
-    let applied = node.chain().offer_votes(votes, evidence, from_id.clone()).await?;
+    let intake = node.vote_intake();
+    let votes: Vec<Vote> = votes.into_iter().filter(|v| intake.first_time(&v.encode())).collect();
+    let evidence: Vec<Evidence> =
+        evidence.into_iter().filter(|e| intake.first_time(&crate::chain::store::encode_evidence(e))).collect();
     let mut resp = SendVotesResponse::default();
-    for v in &applied.verdicts {
-        match v {
-            Ok(crate::chain::finality::Added::New) => resp.accepted += 1,
-            Ok(_) => {}
-            Err(e) => {
-                resp.refused += 1;
-                if resp.first_error.is_empty() {
-                    resp.first_error = e.to_string();
+    if votes.is_empty() && evidence.is_empty() {
+        return Ok(resp);
+    }
+    let genesis = node.chain().genesis_hash();
+    let params = node.config().network.finality.clone();
+    let (checked, errors, checked_evidence, bad_evidence) = {
+        let _permit = intake.checks.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        tokio::task::spawn_blocking(move || {
+            let (mut checked, mut errors) = (Vec::new(), Vec::new());
+            for v in votes {
+                match v.verify(&genesis, &params) {
+                    Ok(c) => checked.push(c),
+                    Err(e) => errors.push(e),
                 }
             }
-        }
+            let n = evidence.len();
+            let good: Vec<_> = evidence.into_iter().filter_map(|e| e.verify(&genesis, &params)).collect();
+            let bad = n - good.len();
+            (checked, errors, good, bad)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    };
+    resp.refused = errors.len() as u32;
+    if let Some(e) = errors.first() {
+        resp.first_error = e.to_string();
+    } else if bad_evidence > 0 {
+        resp.first_error = "rule vote-evidence: evidence that does not convict its validator".into();
     }
+    let from_id = from.map(|p| p.node_id.clone());
     // Finality being off is our configuration, not the sender's fault.
-    let forged = applied.verdicts.iter().any(|v| matches!(v, Err(e) if *e != VoteError::FinalityOff));
+    let forged = bad_evidence > 0 || errors.iter().any(|e| *e != VoteError::FinalityOff);
     if forged {
         Stats::add(&node.counters().invalid_received, 1);
         if let Some(id) = &from_id {
             node.peers().penalize(id, BAD_VOTE_PENALTY, &resp.first_error, node.now_ms());
         }
     }
+    if checked.is_empty() && checked_evidence.is_empty() {
+        return Ok(resp);
+    }
+    let applied = node.chain().offer_votes(checked, checked_evidence, from_id.clone()).await?;
+    resp.accepted = applied.verdicts.iter().filter(|v| matches!(v, crate::chain::finality::Added::New)).count() as u32;
     if let Some(hash) = applied.missing_final {
         let address = address.or_else(|| from_id.as_deref().and_then(|id| node.peers().address_of(id)));
         if let Some(address) = address {
@@ -200,4 +271,29 @@ async fn relay(node: &NodeHandle, req: SendVotesRequest, except: Option<&str>) {
         }
     });
     futures::future::join_all(sends).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vote_is_checked_once_and_a_forgery_does_not_shadow_the_real_one() {
+        let intake = VoteIntake::default();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let params = crate::chain::finality::FinalityParams::new(vec![key.verifying_key().to_bytes()], 5, 1).unwrap();
+        let real = Vote::sign(&key, &[0; 32], &params, 1, [9; 32]);
+        // Same signature, another block: a different vote.
+        let forged = Vote { hash: [8; 32], ..real.clone() };
+        assert!(intake.first_time(&forged.encode()));
+        assert!(intake.first_time(&real.encode()), "the forgery did not take the real vote's place");
+        assert!(!intake.first_time(&real.encode()), "seen once, skipped after");
+        // Bounded: the oldest are forgotten.
+        for i in 0..SEEN as u64 {
+            intake.first_time(&i.to_be_bytes());
+        }
+        assert!(intake.first_time(&real.encode()), "forgotten after {SEEN} newer ones");
+        let guard = intake.seen.lock().unwrap();
+        assert!(guard.0.len() <= SEEN && guard.1.len() <= SEEN);
+    }
 }

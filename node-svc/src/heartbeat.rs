@@ -44,7 +44,7 @@ impl NodeHandle {
                                     "peer is on another network (different genesis, so different consensus parameters); dropped"
                                 );
                                 self.peers().forget(&addr);
-                                return;
+                                return None;
                             }
                             // With TLS the id is the one the handshake proved,
                             // whatever the answer says.
@@ -56,10 +56,7 @@ impl NodeHandle {
                                 work: p2p_proto::work::from_bytes(&r.cumulative_work),
                             };
                             self.peers().alive(&addr, peer_tip, proven.is_some(), self.now_ms());
-                            // A peer with a later final checkpoint: check its votes.
-                            if r.finalized_height > our_final {
-                                crate::finality::catch_up(self, &addr).await;
-                            }
+                            return (r.finalized_height > our_final).then_some((r.finalized_height, addr));
                         }
                         Ok(Err(status)) if Error::is_wrong_network(&status) => {
                             tracing::warn!(peer = %addr, reason = %status.message(), "peer refused us: another network; dropped");
@@ -74,9 +71,15 @@ impl NodeHandle {
                             self.peers().failed(&addr, self.now_ms());
                         }
                     }
+                    None
                 }
             });
-        futures::future::join_all(pings).await;
+        let ahead = futures::future::join_all(pings).await.into_iter().flatten().max();
+        // One peer per round, the furthest ahead: ask it for the votes and
+        // check them (not every peer that is ahead, every round).
+        if let Some((_, addr)) = ahead {
+            crate::finality::catch_up(self, &addr).await;
+        }
         if let Some(addr) = self.peers().best_ahead(tip.work) {
             self.sync().request(&addr);
         }

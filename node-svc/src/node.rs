@@ -59,6 +59,8 @@ struct Inner {
     /// Transaction bodies asked for and not yet overdue.
     tx_requests: Mutex<crate::txgossip::requests::Requests>,
     validator: bool,
+    /// Finality votes already checked, and the checks running.
+    vote_intake: crate::finality::VoteIntake,
     shutdown: CancellationToken,
     /// Background work (relays, syncs) that shutdown waits for.
     tasks: TaskTracker,
@@ -127,10 +129,15 @@ impl NodeHandle {
                 tx_requests: Mutex::new(crate::txgossip::requests::Requests::new(crate::txgossip::requests::TRACKED)),
                 inbound_bytes,
                 validator,
+                vote_intake: crate::finality::VoteIntake::default(),
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
         }
+    }
+
+    pub(crate) fn vote_intake(&self) -> &crate::finality::VoteIntake {
+        &self.inner.vote_intake
     }
 
     /// Whether this node signs finality checkpoints.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use p2p_proto::clock::Clock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::finality::{Added, Evidence, Vote, VoteError};
+use super::finality::{Added, Checked, Evidence, Vote};
 use super::{Accepted, Applied, Block, BlockError, Chain, ChainReader, Finalized, Hash, StoreError, Tip};
 use crate::error::Error;
 
@@ -70,7 +70,7 @@ type Verdicts = Result<Vec<Result<Accepted, BlockError>>, StoreError>;
 /// voted for when it is not stored here (fetch it from the sender).
 #[derive(Debug)]
 pub struct VotesApplied {
-    pub verdicts: Vec<Result<Added, VoteError>>,
+    pub verdicts: Vec<Added>,
     pub missing_final: Option<Hash>,
 }
 
@@ -81,8 +81,8 @@ enum Cmd {
         reply: oneshot::Sender<Verdicts>,
     },
     Votes {
-        votes: Vec<Vote>,
-        evidence: Vec<Evidence>,
+        votes: Vec<Checked<Vote>>,
+        evidence: Vec<Checked<Evidence>>,
         from: Option<String>,
         reply: oneshot::Sender<Result<VotesApplied, StoreError>>,
     },
@@ -161,12 +161,12 @@ impl ChainHandle {
         Ok((ChainHandle { tx, reader, events, orphans, genesis_hash, serving }, thread))
     }
 
-    /// Offers finality votes and evidence (from the peer with node id
-    /// `from`, if any); one verdict per vote.
+    /// Offers checked finality votes and evidence (from the peer with node
+    /// id `from`, if any); one verdict per vote.
     pub async fn offer_votes(
         &self,
-        votes: Vec<Vote>,
-        evidence: Vec<Evidence>,
+        votes: Vec<Checked<Vote>>,
+        evidence: Vec<Checked<Evidence>>,
         from: Option<String>,
     ) -> Result<VotesApplied, Error> {
         let (reply, rx) = oneshot::channel();

@@ -196,6 +196,35 @@ impl Vote {
     }
 }
 
+/// A vote or evidence whose every rule, signatures included, was checked:
+/// the only kind the chain takes, so its thread never verifies a
+/// signature a peer sent (that is done before, off the chain's thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked<T>(T);
+
+impl<T> Checked<T> {
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl Vote {
+    /// [`Vote::check`], kept as proof.
+    pub fn verify(self, genesis: &Hash, params: &FinalityParams) -> Result<Checked<Vote>, VoteError> {
+        self.check(genesis, params)?;
+        Ok(Checked(self))
+    }
+
+    /// A vote this node just signed itself.
+    pub(crate) fn signed_here(self) -> Checked<Vote> {
+        Checked(self)
+    }
+}
+
 /// Two votes of one validator for different blocks at one checkpoint:
 /// proof that it broke the rules, which anyone can check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +234,11 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// [`Evidence::convicts`], kept as proof.
+    pub fn verify(self, genesis: &Hash, params: &FinalityParams) -> Option<Checked<Evidence>> {
+        self.convicts(genesis, params).then_some(Checked(self))
+    }
+
     /// True when the pair really convicts its validator.
     pub fn convicts(&self, genesis: &Hash, params: &FinalityParams) -> bool {
         self.first.validator == self.second.validator

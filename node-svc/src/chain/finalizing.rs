@@ -8,7 +8,7 @@
 
 use redb::ReadableTable;
 
-use super::finality::{Added, Evidence, Vote, VoteError};
+use super::finality::{Added, Checked, Evidence, Vote};
 use super::store::{self, FINAL, Finalized, HeaderRec, Tables, VOTED};
 use super::{Applied, Chain, Hash, StoreError, state};
 
@@ -16,21 +16,21 @@ use super::{Applied, Chain, Hash, StoreError, state};
 pub const MAX_EVIDENCE: usize = 256;
 
 impl Chain {
-    /// Checks and records votes and evidence, then applies what they made
+    /// Records checked votes and evidence, then applies what they made
     /// final. One verdict per vote; `Err` only for storage failures.
     pub fn accept_votes(
         &mut self,
-        votes: Vec<Vote>,
-        evidence: Vec<Evidence>,
-    ) -> Result<(Vec<Result<Added, VoteError>>, Applied), StoreError> {
+        votes: Vec<Checked<Vote>>,
+        evidence: Vec<Checked<Evidence>>,
+    ) -> Result<(Vec<Added>, Applied), StoreError> {
         let mut applied = Applied::default();
         let mut verdicts = Vec::with_capacity(votes.len());
-        let genesis = self.genesis.hash;
         let tx = self.db()?.begin_write()?;
         {
             let mut t = Tables::open(&tx)?;
             for e in evidence.into_iter().take(MAX_EVIDENCE) {
-                if e.convicts(&genesis, &self.params.finality) && self.tally.convict(e.clone()) {
+                let e = e.into_inner();
+                if self.tally.convict(e.clone()) {
                     tracing::warn!(validator = %hex::encode(e.first.validator), checkpoint = e.first.checkpoint,
                         "evidence received: validator signed two blocks at one checkpoint; no longer counted");
                     t.evidence.insert(e.first.validator, store::encode_evidence(&e).as_slice())?;
@@ -38,12 +38,8 @@ impl Chain {
                 }
             }
             for vote in votes {
-                if let Err(e) = vote.check(&genesis, &self.params.finality) {
-                    verdicts.push(Err(e));
-                    continue;
-                }
-                let added = self.record_vote(&mut t, vote, &mut applied)?;
-                verdicts.push(Ok(added));
+                let added = self.record_vote(&mut t, vote.into_inner(), &mut applied)?;
+                verdicts.push(added);
             }
             self.advance_finality(&mut t, &mut applied)?;
             if applied.finalized.is_some() {
@@ -215,11 +211,11 @@ impl Chain {
         }
         let height = cp * self.params.finality.checkpoint_interval;
         let Some(hash) = t.main.get(height)?.map(|h| store::hash_of(h.value())).transpose()? else { return Ok(()) };
-        let vote = Vote::sign(&key, &self.genesis.hash, &self.params.finality, cp, hash);
+        let vote = Vote::sign(&key, &self.genesis.hash, &self.params.finality, cp, hash).signed_here();
         self.voted = cp;
         t.meta.insert(VOTED, cp.to_be_bytes().as_slice())?;
         tracing::debug!(checkpoint = cp, height, block = %hex::encode(hash), "signed a checkpoint");
-        self.record_vote(t, vote, applied)?;
+        self.record_vote(t, vote.into_inner(), applied)?;
         self.advance_finality(t, applied)
     }
 }

@@ -403,7 +403,7 @@ pub(super) fn read_finalized(
     }
 }
 
-pub(super) fn encode_evidence(e: &Evidence) -> Vec<u8> {
+pub fn encode_evidence(e: &Evidence) -> Vec<u8> {
     let mut out = e.first.encode();
     out.extend_from_slice(&e.second.encode());
     out

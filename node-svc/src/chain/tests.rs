@@ -218,7 +218,7 @@ fn with_retargeting_each_block_must_carry_the_target_its_place_requires() {
 /// blocks, voted once 1 deep.
 mod finality_rules {
     use super::*;
-    use crate::chain::finality::{Added, FinalityParams, Vote};
+    use crate::chain::finality::{Added, Checked, FinalityParams, Vote, VoteError};
 
     fn keys() -> Vec<SigningKey> {
         (1..=4u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect()
@@ -237,10 +237,11 @@ mod finality_rules {
         chain.accept(blocks.to_vec(), NOW).unwrap().into_iter().map(|v| v.unwrap().outcome).collect()
     }
 
-    fn votes(chain: &Chain, who: &[usize], cp: u64, hash: Hash) -> Vec<Vote> {
+    fn votes(chain: &Chain, who: &[usize], cp: u64, hash: Hash) -> Vec<Checked<Vote>> {
         let g = chain.genesis().hash;
         let ks = keys();
-        who.iter().map(|&i| Vote::sign(&ks[i], &g, &chain.params().finality, cp, hash)).collect()
+        let p = &chain.params().finality;
+        who.iter().map(|&i| Vote::sign(&ks[i], &g, p, cp, hash).verify(&g, p).unwrap()).collect()
     }
 
     #[test]
@@ -252,7 +253,7 @@ mod finality_rules {
         offer_f(&mut chain, &main[1..]);
         // Two of four: nothing final.
         let (verdicts, applied) = chain.accept_votes(votes(&chain, &[0, 1], 1, main[5].hash), vec![]).unwrap();
-        assert!(verdicts.iter().all(|v| *v == Ok(Added::New)));
+        assert!(verdicts.iter().all(|v| *v == Added::New));
         assert_eq!(applied.finalized, None);
         assert_eq!(chain.finalized().height, 0);
         // The third makes it final.
@@ -304,24 +305,19 @@ mod finality_rules {
     }
 
     #[test]
-    fn forged_or_misplaced_votes_count_for_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut chain = open_f(&dir);
+    fn forged_or_misplaced_votes_never_pass_the_check_the_chain_requires() {
         let p = fparams();
-        let main = chain_of(&p, 6, NOW - 10_000);
-        offer_f(&mut chain, &main[1..]);
-        let mut forged = votes(&chain, &[0, 1, 2], 1, main[5].hash);
-        for v in &mut forged {
-            v.signature[0] ^= 1;
-        }
-        let stranger =
-            Vote::sign(&SigningKey::from_bytes(&[77; 32]), &chain.genesis().hash, &p.finality, 1, main[5].hash);
-        forged.push(stranger);
-        let (verdicts, applied) = chain.accept_votes(forged, vec![]).unwrap();
-        assert!(verdicts.iter().all(|v| v.is_err()), "{verdicts:?}");
-        assert!(applied.votes.is_empty());
-        assert_eq!(chain.finalized().height, 0);
-        assert!(chain.reader().votes(0, u64::MAX, 100).unwrap().is_empty(), "nothing stored");
+        let g = p.genesis().hash;
+        let ks = keys();
+        let mut forged = Vote::sign(&ks[0], &g, &p.finality, 1, [5; 32]);
+        forged.signature[0] ^= 1;
+        assert!(matches!(forged.verify(&g, &p.finality), Err(VoteError::BadSignature(_))));
+        let stranger = Vote::sign(&SigningKey::from_bytes(&[77; 32]), &g, &p.finality, 1, [5; 32]);
+        assert!(matches!(stranger.verify(&g, &p.finality), Err(VoteError::NotAValidator(_))));
+        let misplaced = Vote { height: 6, ..Vote::sign(&ks[0], &g, &p.finality, 1, [5; 32]) };
+        assert!(matches!(misplaced.verify(&g, &p.finality), Err(VoteError::WrongHeight { .. })));
+        let other_network = Vote::sign(&ks[0], &[1; 32], &p.finality, 1, [5; 32]);
+        assert!(matches!(other_network.verify(&g, &p.finality), Err(VoteError::BadSignature(_))));
     }
 
     #[test]
@@ -334,7 +330,7 @@ mod finality_rules {
         chain.accept_votes(votes(&chain, &[0, 1], 1, main[5].hash), vec![]).unwrap();
         // Validator 1 also signs another block at the same checkpoint.
         let (verdicts, applied) = chain.accept_votes(votes(&chain, &[1], 1, [9; 32]), vec![]).unwrap();
-        assert!(matches!(verdicts[0], Ok(Added::Equivocation(_))), "{verdicts:?}");
+        assert!(matches!(verdicts[0], Added::Equivocation(_)), "{verdicts:?}");
         assert_eq!(applied.evidence.len(), 1);
         // Validator 2's vote would have made three: validator 1 no longer counts.
         let (_, applied) = chain.accept_votes(votes(&chain, &[2], 1, main[5].hash), vec![]).unwrap();
