@@ -8,8 +8,9 @@
 //! framing), so they are pushed whole rather than announced and fetched:
 //! like gossipsub's mesh push, with the dedup done by the chain, which
 //! publishes only the votes that were new to it. Each node therefore sends
-//! each vote once per peer, and a network sends about
-//! `validators x degree` vote messages per node per checkpoint.
+//! each vote once per peer; votes found new within 20 ms of each other go
+//! in one message, so a checkpoint costs a node a few messages per peer
+//! rather than one per validator per peer.
 
 use p2p_proto::node::{GetFinalityRequest, GetFinalityResponse, SendVotesRequest, SendVotesResponse};
 use p2p_proto::tls::PeerIdentity;
@@ -227,46 +228,92 @@ pub async fn catch_up(node: &NodeHandle, address: &str) {
     }
 }
 
+/// How long the relay gathers new votes before sending: the validators
+/// vote on a checkpoint at about the same moment, so one message per peer
+/// carries most of a checkpoint's votes instead of one message per vote.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// New votes and evidence, and the peer (node id) they came from.
+type Gathered = Vec<(std::sync::Arc<Vec<Vote>>, std::sync::Arc<Vec<Evidence>>, Option<String>)>;
+
 /// Relays the votes and evidence the chain found new to every usable peer
-/// except the one they came from, until shutdown.
+/// except the one each came from, gathered for [`COALESCE`], until shutdown.
 pub(crate) async fn run(node: NodeHandle, mut events: broadcast::Receiver<ChainEvent>) {
+    let lagged =
+        |missed| tracing::warn!(missed, "vote relay fell behind the chain's events; peers catch up by GetFinality");
     loop {
+        let mut gathered: Gathered = Vec::new();
         let event = tokio::select! {
             _ = node.shutdown_token().cancelled() => return,
             ev = events.recv() => ev,
         };
         match event {
-            Ok(ChainEvent::Votes { votes, evidence, from }) => {
-                let req = SendVotesRequest {
-                    votes: votes.iter().map(convert::vote_to_proto).collect(),
-                    evidence: evidence.iter().map(convert::evidence_to_proto).collect(),
-                };
-                let node2 = node.clone();
-                node.tasks().spawn(async move { relay(&node2, req, from.as_deref()).await });
-            }
-            Ok(_) => {}
+            Ok(ChainEvent::Votes { votes, evidence, from }) => gathered.push((votes, evidence, from)),
+            Ok(_) => continue,
             Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "vote relay fell behind the chain's events; peers catch up by GetFinality");
+                lagged(missed);
+                continue;
             }
             Err(RecvError::Closed) => return,
+        }
+        let deadline = tokio::time::Instant::now() + COALESCE;
+        let mut closed = false;
+        while gathered.iter().map(|g| g.0.len()).sum::<usize>() < MAX_VOTES_PER_MESSAGE {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => break,
+                Ok(Ok(ChainEvent::Votes { votes, evidence, from })) => gathered.push((votes, evidence, from)),
+                Ok(Ok(_)) => {}
+                Ok(Err(RecvError::Lagged(missed))) => lagged(missed),
+                Ok(Err(RecvError::Closed)) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let node2 = node.clone();
+        node.tasks().spawn(async move { relay(&node2, gathered).await });
+        if closed {
+            return;
         }
     }
 }
 
-async fn relay(node: &NodeHandle, req: SendVotesRequest, except: Option<&str>) {
-    let targets = node.peers().gossip_targets(except, usize::MAX);
+/// Sends each usable peer what it did not send us, in messages within the
+/// per-message bounds.
+async fn relay(node: &NodeHandle, gathered: Gathered) {
+    let targets = node.peers().gossip_targets(None, usize::MAX);
     let timeout = node.config().gossip_timeout;
     let sends = targets.into_iter().filter_map(|addr| node.link(&addr).map(|l| (addr, l))).map(|(addr, link)| {
-        let req = req.clone();
+        let peer_id = node.peers().node_id_of(&addr);
+        let mut votes = Vec::new();
+        let mut evidence = Vec::new();
+        for (v, e, from) in &gathered {
+            if from.is_some() && *from == peer_id {
+                continue;
+            }
+            votes.extend(v.iter().map(convert::vote_to_proto));
+            evidence.extend(e.iter().map(convert::evidence_to_proto));
+        }
         async move {
-            Stats::add(&node.counters().vote_messages_sent, 1);
             let mut client = node.peer_client(&link);
-            match tokio::time::timeout(timeout, client.send_votes(req)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(status)) => {
-                    tracing::debug!(peer = %addr, code = ?status.code(), msg = status.message(), "peer refused votes")
+            let (mut votes, mut evidence) = (votes.into_iter().peekable(), evidence.into_iter().peekable());
+            while votes.peek().is_some() || evidence.peek().is_some() {
+                let req = SendVotesRequest {
+                    votes: votes.by_ref().take(MAX_VOTES_PER_MESSAGE).collect(),
+                    evidence: evidence.by_ref().take(MAX_EVIDENCE).collect(),
+                };
+                Stats::add(&node.counters().vote_messages_sent, 1);
+                match tokio::time::timeout(timeout, client.send_votes(req)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(status)) => {
+                        tracing::debug!(peer = %addr, code = ?status.code(), msg = status.message(), "peer refused votes");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "vote relay timed out");
+                        return;
+                    }
                 }
-                Err(_) => tracing::debug!(peer = %addr, "vote relay timed out"),
             }
         }
     });

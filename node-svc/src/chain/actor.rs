@@ -17,6 +17,8 @@ use crate::error::Error;
 
 /// Events buffered per subscriber; a slower one is told it lagged.
 const EVENT_BUFFER: usize = 1024;
+/// Vote messages committed together at most.
+const MAX_VOTE_GROUPS: usize = 64;
 
 /// Where blocks handed to the chain came from: decides whom gossip skips
 /// and whether a tip is announced at once or when a bulk import ends.
@@ -116,23 +118,63 @@ impl ChainHandle {
         let thread = std::thread::Builder::new()
             .name("chain".into())
             .spawn(move || {
-                while let Some(cmd) = rx.blocking_recv() {
+                let mut stashed: Option<Cmd> = None;
+                while let Some(cmd) = stashed.take().or_else(|| rx.blocking_recv()) {
                     // After a storage failure every command first tries to
                     // reopen the store (the heartbeat sends one each round).
                     chain.recover_storage();
                     let (blocks, origin, reply) = match cmd {
                         Cmd::Accept { blocks, origin, reply } => (blocks, origin, reply),
                         Cmd::Votes { votes, evidence, from, reply } => {
-                            let result = chain.accept_votes(votes, evidence);
-                            if let Err(e) = &result {
-                                chain.storage_failed(e);
+                            // Vote messages queued behind this one share its commit.
+                            let mut senders = vec![(from, reply)];
+                            let mut groups = vec![(votes, evidence)];
+                            while groups.len() < MAX_VOTE_GROUPS {
+                                match rx.try_recv() {
+                                    Ok(Cmd::Votes { votes, evidence, from, reply }) => {
+                                        groups.push((votes, evidence));
+                                        senders.push((from, reply));
+                                    }
+                                    Ok(other) => {
+                                        stashed = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
                             }
-                            let result = result.map(|(verdicts, applied)| {
-                                let missing_final = applied.missing_final;
-                                publish_applied(&publish, applied, Origin::Local, from);
-                                VotesApplied { verdicts, missing_final }
-                            });
-                            let _ = reply.send(result);
+                            match chain.accept_vote_groups(groups) {
+                                Ok((outcomes, applied)) => {
+                                    // Events first, answers after: a caller that
+                                    // got its answer finds the events published.
+                                    let missing_final = applied.missing_final;
+                                    let mut replies = Vec::with_capacity(senders.len());
+                                    for (outcome, (from, reply)) in outcomes.into_iter().zip(senders) {
+                                        if !outcome.votes.is_empty() || !outcome.evidence.is_empty() {
+                                            let _ = publish.send(ChainEvent::Votes {
+                                                votes: Arc::new(outcome.votes),
+                                                evidence: Arc::new(outcome.evidence),
+                                                from,
+                                            });
+                                        }
+                                        replies.push((reply, outcome.verdicts));
+                                    }
+                                    publish_applied(&publish, applied, Origin::Local, None);
+                                    for (reply, verdicts) in replies {
+                                        let _ = reply.send(Ok(VotesApplied { verdicts, missing_final }));
+                                    }
+                                }
+                                Err(e) => {
+                                    chain.storage_failed(&e);
+                                    let mut senders = senders.into_iter();
+                                    let first = senders.next();
+                                    for (_, reply) in senders {
+                                        let _ = reply.send(Err(same_failure(&e)));
+                                    }
+                                    if let Some((_, reply)) = first {
+                                        let _ = reply.send(Err(e));
+                                    }
+                                }
+                            }
                             continue;
                         }
                         Cmd::Prune { depth, reply } => {
@@ -240,6 +282,14 @@ impl ChainHandle {
     }
 }
 
+/// The failure of a shared commit, for each of the callers that shared it.
+fn same_failure(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Db(_) | StoreError::Down => StoreError::Down,
+        other => StoreError::Inconsistent(other.to_string()),
+    }
+}
+
 /// Publishes what a commit did, in order: reorganisations, the new tip,
 /// new votes and evidence, the new final checkpoint. No subscriber is
 /// fine: events are a courtesy, the store is the truth.
@@ -322,6 +372,44 @@ mod tests {
             other => panic!("expected Reorg, got {other:?}"),
         }
         assert_eq!(next_tip(&mut events), (b[5].hash, sync));
+    }
+
+    #[tokio::test]
+    async fn concurrent_vote_messages_each_get_their_answer_and_their_own_event() {
+        use crate::chain::finality::{FinalityParams, Vote};
+        let keys: Vec<_> = (1..=4u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i; 32])).collect();
+        let fin = FinalityParams::new(keys.iter().map(|k| k.verifying_key().to_bytes()).collect(), 5, 1).unwrap();
+        let p = crate::chain::NetworkParams { finality: fin.clone(), ..params() };
+        let dir = tempfile::tempdir().unwrap();
+        let chain = Chain::open(&dir.path().join("chain.redb"), p.clone()).unwrap();
+        let chain = ChainHandle::spawn(chain, Arc::new(ManualClock::new(NOW))).unwrap().0;
+        let blocks = chain_of(&p, 6, NOW - 1000);
+        chain.accept(blocks[1..].to_vec(), Origin::Local).await.unwrap();
+        let mut events = chain.subscribe();
+        let g = chain.genesis_hash();
+        let offers = keys.iter().enumerate().map(|(i, k)| {
+            let vote = Vote::sign(k, &g, &fin, 1, blocks[5].hash).verify(&g, &fin).unwrap();
+            chain.offer_votes(vec![vote], vec![], Some(format!("peer{i}")))
+        });
+        let answers = futures::future::join_all(offers).await;
+        for a in &answers {
+            assert_eq!(a.as_ref().unwrap().verdicts, vec![crate::chain::finality::Added::New]);
+        }
+        let mut froms = Vec::new();
+        let mut finalized = false;
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                ChainEvent::Votes { votes, from, .. } => {
+                    assert_eq!(votes.len(), 1);
+                    froms.push(from.unwrap());
+                }
+                ChainEvent::Finalized(f) => finalized = f.height == 5,
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+        froms.sort();
+        assert_eq!(froms, vec!["peer0", "peer1", "peer2", "peer3"], "each message's new vote, tagged with its sender");
+        assert!(finalized);
     }
 
     #[tokio::test]

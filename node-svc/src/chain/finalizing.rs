@@ -15,6 +15,18 @@ use super::{Applied, Chain, Hash, StoreError, state};
 /// Evidence pairs one message may carry (and GetFinality answers with).
 pub const MAX_EVIDENCE: usize = 256;
 
+/// The checked votes and evidence of one message.
+pub type VoteGroup = (Vec<Checked<Vote>>, Vec<Checked<Evidence>>);
+
+/// What one message's votes did: a verdict each, and the votes and
+/// evidence that were new (to relay).
+#[derive(Debug, Default)]
+pub struct GroupOutcome {
+    pub verdicts: Vec<Added>,
+    pub votes: Vec<Vote>,
+    pub evidence: Vec<Evidence>,
+}
+
 impl Chain {
     /// Records checked votes and evidence, then applies what they made
     /// final. One verdict per vote; `Err` only for storage failures.
@@ -23,23 +35,41 @@ impl Chain {
         votes: Vec<Checked<Vote>>,
         evidence: Vec<Checked<Evidence>>,
     ) -> Result<(Vec<Added>, Applied), StoreError> {
+        let (mut groups, mut applied) = self.accept_vote_groups(vec![(votes, evidence)])?;
+        let group = groups.pop().unwrap_or_default();
+        applied.votes.splice(0..0, group.votes);
+        applied.evidence.splice(0..0, group.evidence);
+        Ok((group.verdicts, applied))
+    }
+
+    /// [`Chain::accept_votes`] for several messages at once, in one write
+    /// transaction (one fsync for all: votes for a checkpoint arrive from
+    /// every validator at about the same moment). Each group's verdicts and
+    /// new votes come back apart, so each can be relayed past its sender;
+    /// what they caused together (finality, a reorg, this node's own vote)
+    /// is in the one [`Applied`].
+    pub fn accept_vote_groups(&mut self, groups: Vec<VoteGroup>) -> Result<(Vec<GroupOutcome>, Applied), StoreError> {
         let mut applied = Applied::default();
-        let mut verdicts = Vec::with_capacity(votes.len());
+        let mut outcomes = Vec::with_capacity(groups.len());
         let tx = self.db()?.begin_write()?;
         {
             let mut t = Tables::open(&tx)?;
-            for e in evidence.into_iter().take(MAX_EVIDENCE) {
-                let e = e.into_inner();
-                if self.tally.convict(e.clone()) {
-                    tracing::warn!(validator = %hex::encode(e.first.validator), checkpoint = e.first.checkpoint,
-                        "evidence received: validator signed two blocks at one checkpoint; no longer counted");
-                    t.evidence.insert(e.first.validator, store::encode_evidence(&e).as_slice())?;
-                    applied.evidence.push(e);
+            for (votes, evidence) in groups {
+                let mut mine = Applied::default();
+                for e in evidence.into_iter().take(MAX_EVIDENCE) {
+                    let e = e.into_inner();
+                    if self.tally.convict(e.clone()) {
+                        tracing::warn!(validator = %hex::encode(e.first.validator), checkpoint = e.first.checkpoint,
+                            "evidence received: validator signed two blocks at one checkpoint; no longer counted");
+                        t.evidence.insert(e.first.validator, store::encode_evidence(&e).as_slice())?;
+                        mine.evidence.push(e);
+                    }
                 }
-            }
-            for vote in votes {
-                let added = self.record_vote(&mut t, vote.into_inner(), &mut applied)?;
-                verdicts.push(added);
+                let mut verdicts = Vec::with_capacity(votes.len());
+                for vote in votes {
+                    verdicts.push(self.record_vote(&mut t, vote.into_inner(), &mut mine)?);
+                }
+                outcomes.push(GroupOutcome { verdicts, votes: mine.votes, evidence: mine.evidence });
             }
             self.advance_finality(&mut t, &mut applied)?;
             if applied.finalized.is_some() {
@@ -47,7 +77,7 @@ impl Chain {
             }
         }
         tx.commit()?;
-        Ok((verdicts, applied))
+        Ok((outcomes, applied))
     }
 
     /// Adds one checked vote to the tally and the tables.

@@ -321,6 +321,24 @@ mod finality_rules {
     }
 
     #[test]
+    fn messages_committed_together_keep_their_own_verdicts_and_new_votes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut chain = open_f(&dir);
+        let p = fparams();
+        let main = chain_of(&p, 6, NOW - 10_000);
+        offer_f(&mut chain, &main[1..]);
+        let a = votes(&chain, &[0, 1], 1, main[5].hash);
+        let b = votes(&chain, &[1, 2], 1, main[5].hash); // validator 1 again: known by then
+        let (groups, applied) = chain.accept_vote_groups(vec![(a, vec![]), (b, vec![])]).unwrap();
+        assert_eq!(groups[0].verdicts, vec![Added::New, Added::New]);
+        assert_eq!(groups[1].verdicts, vec![Added::Known, Added::New]);
+        assert_eq!(groups[0].votes.len(), 2);
+        assert_eq!(groups[1].votes.len(), 1, "only what was new in that message");
+        assert_eq!(applied.finalized.map(|f| f.height), Some(5), "together they are a quorum");
+        assert_eq!(chain.reader().votes(1, 1, 10).unwrap().len(), 3, "all committed");
+    }
+
+    #[test]
     fn an_equivocator_is_convicted_stops_counting_and_the_evidence_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let mut chain = open_f(&dir);
