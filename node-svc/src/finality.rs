@@ -17,7 +17,7 @@ use p2p_proto::tls::PeerIdentity;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::chain::finality::{Evidence, MAX_VALIDATORS, Vote, VoteError};
+use crate::chain::finality::{Checked, Evidence, MAX_VALIDATORS, Vote, VoteError};
 use crate::chain::{ChainEvent, MAX_EVIDENCE};
 use crate::convert;
 use crate::error::Error;
@@ -51,6 +51,8 @@ fn parse(
 
 /// Votes checked at once on the blocking pool, at most.
 const CHECK_JOBS: usize = 2;
+/// How long a vote message waits for a check slot before it is refused.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Vote and evidence digests remembered as already checked.
 const SEEN: usize = 65_536;
 
@@ -73,24 +75,91 @@ impl Default for VoteIntake {
 }
 
 impl VoteIntake {
-    /// True the first time `bytes` (a whole vote or evidence, not just a
-    /// signature, so a forgery cannot shadow the real thing) is offered.
-    fn first_time(&self, bytes: &[u8]) -> bool {
+    /// The digest a vote or evidence is remembered by: of all its bytes,
+    /// not just a signature, so a forgery cannot shadow the real thing.
+    fn digest(bytes: &[u8]) -> [u8; 32] {
         use sha2::Digest;
-        let digest: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        sha2::Sha256::digest(bytes).into()
+    }
+
+    fn checked_before(&self, digest: &[u8; 32]) -> bool {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).0.contains(digest)
+    }
+
+    /// Remembers digests as checked (the oldest are forgotten past [`SEEN`]).
+    fn remember(&self, digests: impl IntoIterator<Item = [u8; 32]>) {
         let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let (set, order) = &mut *guard;
-        if !set.insert(digest) {
-            return false;
+        for d in digests {
+            if set.insert(d) {
+                order.push_back(d);
+            }
         }
-        order.push_back(digest);
         while order.len() > SEEN {
             if let Some(old) = order.pop_front() {
                 set.remove(&old);
             }
         }
-        true
     }
+
+    #[cfg(test)]
+    fn first_time(&self, bytes: &[u8]) -> bool {
+        let d = Self::digest(bytes);
+        let new = !self.checked_before(&d);
+        self.remember([d]);
+        new
+    }
+}
+
+/// Votes and evidence after their checks, with the digests they are
+/// remembered by.
+struct Checks {
+    votes: Vec<Checked<Vote>>,
+    vote_digests: Vec<[u8; 32]>,
+    errors: Vec<VoteError>,
+    evidence: Vec<Checked<Evidence>>,
+    evidence_digests: Vec<[u8; 32]>,
+    /// Of the votes and evidence that failed.
+    bad_digests: Vec<[u8; 32]>,
+}
+
+/// Checks votes and evidence (signatures included): blocking work.
+fn check_all(
+    votes: Vec<([u8; 32], Vote)>,
+    evidence: Vec<([u8; 32], Evidence)>,
+    genesis: &crate::chain::Hash,
+    params: &crate::chain::finality::FinalityParams,
+) -> Checks {
+    let mut c = Checks {
+        votes: Vec::new(),
+        vote_digests: Vec::new(),
+        errors: Vec::new(),
+        evidence: Vec::new(),
+        evidence_digests: Vec::new(),
+        bad_digests: Vec::new(),
+    };
+    for (d, v) in votes {
+        match v.verify(genesis, params) {
+            Ok(ok) => {
+                c.votes.push(ok);
+                c.vote_digests.push(d);
+            }
+            Err(e) => {
+                c.errors.push(e);
+                c.bad_digests.push(d);
+            }
+        }
+    }
+    for (d, e) in evidence {
+        match e.verify(genesis, params) {
+            Some(ok) => {
+                c.evidence.push(ok);
+                c.evidence_digests.push(d);
+            }
+            None => c.bad_digests.push(d),
+        }
+    }
+    c
 }
 
 /// Offers votes from a peer (or an anonymous client) to the chain. Votes
@@ -106,33 +175,40 @@ async fn offer(
     evidence: Vec<Evidence>,
 ) -> Result<SendVotesResponse, Error> {
     let intake = node.vote_intake();
-    let votes: Vec<Vote> = votes.into_iter().filter(|v| intake.first_time(&v.encode())).collect();
-    let evidence: Vec<Evidence> =
-        evidence.into_iter().filter(|e| intake.first_time(&crate::chain::store::encode_evidence(e))).collect();
+    // Skip what was checked before; remember the rest once it is checked
+    // (not before: a message refused for being busy must not hide its votes).
+    let votes: Vec<([u8; 32], Vote)> = votes
+        .into_iter()
+        .map(|v| (VoteIntake::digest(&v.encode()), v))
+        .filter(|(d, _)| !intake.checked_before(d))
+        .collect();
+    let evidence: Vec<([u8; 32], Evidence)> = evidence
+        .into_iter()
+        .map(|e| (VoteIntake::digest(&crate::chain::store::encode_evidence(&e)), e))
+        .filter(|(d, _)| !intake.checked_before(d))
+        .collect();
     let mut resp = SendVotesResponse::default();
     if votes.is_empty() && evidence.is_empty() {
         return Ok(resp);
     }
     let genesis = node.chain().genesis_hash();
     let params = node.config().network.finality.clone();
-    let (checked, errors, checked_evidence, bad_evidence) = {
-        let _permit = intake.checks.acquire().await.map_err(|_| Error::ShuttingDown)?;
-        tokio::task::spawn_blocking(move || {
-            let (mut checked, mut errors) = (Vec::new(), Vec::new());
-            for v in votes {
-                match v.verify(&genesis, &params) {
-                    Ok(c) => checked.push(c),
-                    Err(e) => errors.push(e),
-                }
-            }
-            let n = evidence.len();
-            let good: Vec<_> = evidence.into_iter().filter_map(|e| e.verify(&genesis, &params)).collect();
-            let bad = n - good.len();
-            (checked, errors, good, bad)
-        })
+    // Wait for a slot a bounded time: a flood of vote messages is told to
+    // come back rather than queued without end.
+    let permit = tokio::time::timeout(CHECK_WAIT, intake.checks.acquire())
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-    };
+        .map_err(|_| Error::ResourceExhausted("busy checking finality votes; retry shortly".into()))?
+        .map_err(|_| Error::ShuttingDown)?;
+    let checked = tokio::task::spawn_blocking(move || check_all(votes, evidence, &genesis, &params))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    drop(permit);
+    let Checks { votes: checked, vote_digests, errors, evidence: checked_evidence, evidence_digests, bad_digests } =
+        checked;
+    let bad_evidence = bad_digests.len() - errors.len();
+    // What does not verify never will; what does is remembered once the
+    // chain has it (a store failure must not hide it from a later copy).
+    intake.remember(bad_digests);
     resp.refused = errors.len() as u32;
     if let Some(e) = errors.first() {
         resp.first_error = e.to_string();
@@ -152,6 +228,13 @@ async fn offer(
         return Ok(resp);
     }
     let applied = node.chain().offer_votes(checked, checked_evidence, from_id.clone()).await?;
+    // Votes outside the window are not kept yet: a later copy is worth checking.
+    let kept = vote_digests
+        .into_iter()
+        .zip(&applied.verdicts)
+        .filter(|(_, v)| !matches!(v, crate::chain::finality::Added::OutOfWindow))
+        .map(|(d, _)| d);
+    intake.remember(kept.chain(evidence_digests));
     resp.accepted = applied.verdicts.iter().filter(|v| matches!(v, crate::chain::finality::Added::New)).count() as u32;
     if let Some(hash) = applied.missing_final {
         let address = address.or_else(|| from_id.as_deref().and_then(|id| node.peers().address_of(id)));

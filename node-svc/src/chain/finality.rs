@@ -254,8 +254,11 @@ impl Evidence {
 pub enum Added {
     /// A new vote, counted.
     New,
-    /// Already known (or for a checkpoint no longer tracked).
+    /// Already known (or for a checkpoint at or below the final one).
     Known,
+    /// For a checkpoint outside the window kept (far below or ahead of the
+    /// tip): not kept now, but worth taking again once the tip is there.
+    OutOfWindow,
     /// The validator had voted for another block at this checkpoint: the
     /// pair is the evidence, the validator is no longer counted.
     Equivocation(Box<Evidence>),
@@ -314,14 +317,19 @@ impl Tally {
 
     /// Adds a vote that passed [`Vote::check`]. Votes for the final
     /// checkpoint are kept (they justify it to joining nodes); older ones
-    /// and ones beyond the window are not.
+    /// and ones outside the window are not.
     pub fn add(&mut self, vote: Vote) -> Added {
         if self.is_convicted(&vote.validator) {
             return Added::Convicted;
         }
-        let (low, high) = self.window();
-        if vote.checkpoint < low || vote.checkpoint > high {
+        if vote.checkpoint < self.final_checkpoint {
+            // Settled: nothing below the final checkpoint can change.
             return Added::Known;
+        }
+        let (low, high) = self.window();
+        // The final checkpoint's own votes are kept (they justify it).
+        if vote.checkpoint != self.final_checkpoint && (vote.checkpoint < low || vote.checkpoint > high) {
+            return Added::OutOfWindow;
         }
         let at = self.votes.entry(vote.checkpoint).or_default();
         match at.get(&vote.validator) {
@@ -482,7 +490,7 @@ mod tests {
         assert!(t.quorums(&p).is_empty(), "nothing above the final checkpoint");
         assert_eq!(t.votes_at(1).len(), 4, "the justifying votes are kept");
         t.set_horizon(1); // the tip is at checkpoint 1
-        assert_eq!(t.add(Vote::sign(&ks[0], &G, &p, 1 + VOTE_LEAD + 1, [5; 32])), Added::Known, "too far ahead");
+        assert_eq!(t.add(Vote::sign(&ks[0], &G, &p, 1 + VOTE_LEAD + 1, [5; 32])), Added::OutOfWindow, "too far ahead");
         assert_eq!(t.add(Vote::sign(&ks[0], &G, &p, 1 + VOTE_LEAD, [5; 32])), Added::New);
         // The tip moves far on without finality: old votes go, new ones count.
         let gone = t.set_horizon(1000);
@@ -492,6 +500,23 @@ mod tests {
             assert_eq!(t.add(Vote::sign(k, &G, &p, 1000, [6; 32])), Added::New);
         }
         assert_eq!(t.quorums(&p), vec![(1000, [6; 32])], "finality resumes after a long stall");
+    }
+
+    #[test]
+    fn a_vote_too_far_ahead_is_taken_once_the_tip_gets_there_and_one_below_the_final_checkpoint_never() {
+        let ks = keys(4);
+        let p = params_for(&ks);
+        let mut t = Tally::new(2, 2);
+        let ahead = Vote::sign(&ks[0], &G, &p, 2 + VOTE_LEAD + 5, [1; 32]);
+        assert_eq!(t.add(ahead.clone()), Added::OutOfWindow);
+        t.set_horizon(2 + 10);
+        assert_eq!(t.add(ahead), Added::New);
+        assert_eq!(t.add(Vote::sign(&ks[0], &G, &p, 1, [1; 32])), Added::Known, "below the final checkpoint");
+        assert_eq!(
+            t.add(Vote::sign(&ks[0], &G, &p, 2, [1; 32])),
+            Added::New,
+            "the final checkpoint's own votes are kept"
+        );
     }
 
     #[test]

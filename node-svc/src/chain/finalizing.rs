@@ -49,6 +49,15 @@ impl Chain {
     /// what they caused together (finality, a reorg, this node's own vote)
     /// is in the one [`Applied`].
     pub fn accept_vote_groups(&mut self, groups: Vec<VoteGroup>) -> Result<(Vec<GroupOutcome>, Applied), StoreError> {
+        self.reload_finality_if_stale()?;
+        let result = self.accept_vote_groups_once(groups);
+        if result.is_err() {
+            self.finality_stale = true;
+        }
+        result
+    }
+
+    fn accept_vote_groups_once(&mut self, groups: Vec<VoteGroup>) -> Result<(Vec<GroupOutcome>, Applied), StoreError> {
         let mut applied = Applied::default();
         let mut outcomes = Vec::with_capacity(groups.len());
         let tx = self.db()?.begin_write()?;
@@ -94,7 +103,7 @@ impl Chain {
                 t.evidence.insert(vote.validator, store::encode_evidence(e).as_slice())?;
                 applied.evidence.push((**e).clone());
             }
-            Added::Known | Added::Convicted => {}
+            Added::Known | Added::OutOfWindow | Added::Convicted => {}
         }
         Ok(added)
     }

@@ -160,6 +160,9 @@ pub struct Chain {
     /// The last checkpoint this node signed: it never signs one again, nor
     /// an older one, so it cannot equivocate across restarts or reorgs.
     voted: u64,
+    /// A write failed after the finality state above may have moved: it is
+    /// read back from the store before the next write.
+    finality_stale: bool,
 }
 
 impl Chain {
@@ -206,6 +209,7 @@ impl Chain {
             finalized,
             validator: None,
             voted,
+            finality_stale: false,
         };
         chain.validate_main_chain()?;
         Ok(chain)
@@ -241,6 +245,19 @@ impl Chain {
         };
         tx.commit()?;
         Ok(loaded)
+    }
+
+    /// After a failed write, reads the finality state back from the store
+    /// (memory must never be ahead of disk: a vote signed in a transaction
+    /// that failed was never sent, and the store says what was).
+    pub(super) fn reload_finality_if_stale(&mut self) -> Result<(), StoreError> {
+        if self.finality_stale {
+            let db = self.db()?;
+            let (finalized, voted, tally) = Self::load_finality(&db, &self.params)?;
+            (self.finalized, self.voted, self.tally) = (finalized, voted, tally);
+            self.finality_stale = false;
+        }
+        Ok(())
     }
 
     /// Makes this node a validator: it signs checkpoints of its main chain
@@ -372,6 +389,16 @@ impl Chain {
     /// Held early blocks whose time has come are offered first (their
     /// verdicts come first); an empty batch with none due writes nothing.
     pub fn accept_batch(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {
+        self.reload_finality_if_stale()?;
+        let applied = self.accept_batch_once(blocks, now_ms);
+        if applied.is_err() {
+            // Finality state may be ahead of what was committed.
+            self.finality_stale = true;
+        }
+        applied
+    }
+
+    fn accept_batch_once(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {
         let mut due = self.early.take_due(now_ms.saturating_add(self.params.max_future_ms));
         if due.is_empty() && blocks.is_empty() {
             return Ok(Applied::default());
