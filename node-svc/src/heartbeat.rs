@@ -81,7 +81,12 @@ impl NodeHandle {
             crate::finality::catch_up(self, &addr).await;
         }
         if let Some(addr) = self.peers().best_ahead(tip.work) {
-            self.sync().request(&addr);
+            // A tip we already store with more work than our main chain is
+            // one fork choice refused (it forks below the final
+            // checkpoint): fetching it again every round brings nothing.
+            if !self.refused_tip(&self.peers().claimed_tip(&addr)).await {
+                self.sync().request(&addr);
+            }
         }
     }
 
@@ -108,11 +113,21 @@ impl NodeHandle {
             self.peers().learn(&address, PeerSource::Inbound, Some(&caller.node_id));
         }
         if p2p_proto::work::from_bytes(&req.cumulative_work) > tip.work
+            && !self.refused_tip(&req.tip_hash).await
             && let Some(address) = self.peers().address_of(&caller.node_id)
         {
             self.sync().request(&address);
         }
         Ok(pong)
+    }
+
+    /// True when a peer's claimed tip, said to have more work than our main
+    /// chain, is stored here already: fork choice refused it (its branch
+    /// forks below the final checkpoint), and syncing it again brings
+    /// nothing.
+    async fn refused_tip(&self, tip: &[u8]) -> bool {
+        let Ok(hash) = crate::chain::validate::hash_field("tip", tip) else { return false };
+        self.chain().read(move |r| r.contains(&hash)).await.unwrap_or(false)
     }
 
     /// Writes the known-good peers to disk when the set changed.

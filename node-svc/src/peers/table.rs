@@ -413,6 +413,11 @@ impl PeerTable {
             .map(|p| p.address.clone())
     }
 
+    /// The tip `address` last claimed (empty if unknown).
+    pub fn claimed_tip(&self, address: &str) -> Vec<u8> {
+        self.lock().peers.get(address).map(|p| p.best_tip.clone()).unwrap_or_default()
+    }
+
     /// The cumulative work `address` last claimed (0 if unknown).
     pub fn claimed_work(&self, address: &str) -> p2p_proto::work::Work {
         self.lock().peers.get(address).map(|p| p.best_work).unwrap_or_default()
