@@ -80,12 +80,14 @@ impl NodeHandle {
         if let Some((_, addr)) = ahead {
             crate::finality::catch_up(self, &addr).await;
         }
-        if let Some(addr) = self.peers().best_ahead(tip.work) {
-            // A tip we already store with more work than our main chain is
-            // one fork choice refused (it forks below the final
-            // checkpoint): fetching it again every round brings nothing.
-            if !self.refused_tip(&self.peers().claimed_tip(&addr)).await {
+        // Sync from the peer with the most work, passing over claimed tips we
+        // already store with more work than our main chain: fork choice
+        // refused those (they fork below the final checkpoint), and
+        // fetching them again every round brings nothing.
+        for (addr, claimed) in self.peers().ahead(tip.work) {
+            if !self.refused_tip(&claimed).await {
                 self.sync().request(&addr);
+                break;
             }
         }
     }

@@ -405,17 +405,17 @@ impl PeerTable {
 
     /// The usable peer with the most work, if it has more than `than`.
     pub fn best_ahead(&self, than: p2p_proto::work::Work) -> Option<String> {
-        self.lock()
-            .peers
-            .values()
-            .filter(|p| p.state == PeerState::Active && p.best_work > than)
-            .max_by_key(|p| (p.best_work, std::cmp::Reverse(p.address.clone())))
-            .map(|p| p.address.clone())
+        self.ahead(than).into_iter().next().map(|(address, _)| address)
     }
 
-    /// The tip `address` last claimed (empty if unknown).
-    pub fn claimed_tip(&self, address: &str) -> Vec<u8> {
-        self.lock().peers.get(address).map(|p| p.best_tip.clone()).unwrap_or_default()
+    /// The active peers that claim more work than `than`, the most first,
+    /// with the tip each claims.
+    pub fn ahead(&self, than: p2p_proto::work::Work) -> Vec<(String, Vec<u8>)> {
+        let inner = self.lock();
+        let mut peers: Vec<&PeerEntry> =
+            inner.peers.values().filter(|p| p.state == PeerState::Active && p.best_work > than).collect();
+        peers.sort_by_key(|p| (std::cmp::Reverse(p.best_work), p.address.clone()));
+        peers.into_iter().map(|p| (p.address.clone(), p.best_tip.clone())).collect()
     }
 
     /// The cumulative work `address` last claimed (0 if unknown).

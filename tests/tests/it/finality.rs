@@ -278,3 +278,45 @@ async fn an_equivocation_is_detected_and_its_evidence_reaches_every_node_and_for
     all_final_at(&nodes.iter().collect::<Vec<_>>(), 5).await;
     stop(nodes).await;
 }
+
+#[tokio::test]
+async fn a_heavier_tip_refused_below_the_final_checkpoint_is_not_fetched_again_every_heartbeat() {
+    use std::sync::atomic::Ordering;
+    // One validator: its own vote is a quorum.
+    let ks = keys(1);
+    let (nodes, _dirs) = start(&ks, &[1]).await;
+    let a = &nodes[0];
+    mine(a, 6, "main").await;
+    all_final_at(&[a], 5).await;
+    // A heavier branch from genesis, offered by SendBlock: stored and refused.
+    let params = network(&ks);
+    let heavy = node_svc::chain::testing::chain_of(&params, 12, p2p_proto::unix_ms_now() - 3_600_000);
+    let mut client = a.client().await;
+    let mut last = None;
+    for b in &heavy[1..] {
+        let req = SendBlockRequest { block: Some(node_svc::convert::block_to_proto(b)), sender: None };
+        last = Some(client.send_block(req).await.unwrap().into_inner().outcome());
+    }
+    assert_eq!(last, Some(BlockOutcome::BelowFinal));
+    let genesis = a.node().chain().genesis_hash().to_vec();
+    // A peer that keeps claiming that refused tip, with more work than ours.
+    let refused = crate::hostile::fake_claiming(genesis.clone(), heavy[12].hash.to_vec()).await;
+    // And, for comparison, one claiming a tip we do not have.
+    let unknown = crate::hostile::fake_claiming(genesis, vec![7; 32]).await;
+    for f in [&refused, &unknown] {
+        a.node().peers().learn(&f.addr, PeerSource::Configured, Some(&f.node_id));
+    }
+    eventually(WAIT, "the peer claiming an unknown tip is synced from", || async {
+        (unknown.calls.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let pings = refused.pings.load(Ordering::SeqCst);
+    eventually(WAIT, "three more heartbeats answered by the peer claiming the refused tip", || async {
+        assert_eq!(refused.calls.load(Ordering::SeqCst), 0, "no GetBlocks toward a tip we hold and refused");
+        (refused.pings.load(Ordering::SeqCst) >= pings + 3).then_some(())
+    })
+    .await;
+    assert_eq!(refused.calls.load(Ordering::SeqCst), 0, "no GetBlocks toward a tip we hold and refused");
+    assert_eq!(finalized(a).await.height, 5);
+    stop(nodes).await;
+}

@@ -37,8 +37,11 @@ enum Serve {
 #[derive(Debug, Clone)]
 struct FakePeer {
     genesis: Vec<u8>,
+    /// The tip its Ping claims (with far more work than it has).
+    tip: Vec<u8>,
     serve: Serve,
     get_blocks_calls: Arc<AtomicUsize>,
+    pings: Arc<AtomicUsize>,
 }
 
 type Blocks = Pin<Box<dyn Stream<Item = Result<PbBlock, Status>> + Send>>;
@@ -111,10 +114,11 @@ impl Node for FakePeer {
         Err(Status::unimplemented("fake"))
     }
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        self.pings.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(PingResponse {
             node_id: "fake".into(),
             height: 1_000_000,
-            tip_hash: vec![7; 32],
+            tip_hash: self.tip.clone(),
             // A lie: far more work than anything it will serve.
             cumulative_work: p2p_proto::work::to_bytes(p2p_proto::work::Work::MAX / p2p_proto::work::Work::from(2u64)),
             genesis_hash: self.genesis.clone(),
@@ -123,11 +127,14 @@ impl Node for FakePeer {
     }
 }
 
-struct Fake {
-    addr: String,
+pub(crate) struct Fake {
+    pub(crate) addr: String,
     /// The node id its TLS certificate proves.
-    node_id: String,
-    calls: Arc<AtomicUsize>,
+    pub(crate) node_id: String,
+    /// GetBlocks calls it received.
+    pub(crate) calls: Arc<AtomicUsize>,
+    /// Pings it answered.
+    pub(crate) pings: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -139,13 +146,23 @@ impl Drop for Fake {
 
 /// A hostile node with an identity of its own, speaking TLS like any node.
 async fn fake_peer(serve: Serve) -> Fake {
+    fake_peer_on(serve, test_network(BITS).genesis().hash.to_vec(), vec![7; 32]).await
+}
+
+/// A fake peer of the network with `genesis` whose Ping claims `tip`; its
+/// GetBlocks sends nothing.
+pub(crate) async fn fake_claiming(genesis: Vec<u8>, tip: Vec<u8>) -> Fake {
+    fake_peer_on(Serve::Blocks(Vec::new()), genesis, tip).await
+}
+
+async fn fake_peer_on(serve: Serve, genesis: Vec<u8>, tip: Vec<u8>) -> Fake {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
     let node_id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
     let tls = p2p_proto::tls::TlsIdentity::new(&key).unwrap().server_config();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let fake = FakePeer { genesis: test_network(BITS).genesis().hash.to_vec(), serve, get_blocks_calls: calls.clone() };
+    let (calls, pings) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let fake = FakePeer { genesis, tip, serve, get_blocks_calls: calls.clone(), pings: pings.clone() };
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
@@ -156,7 +173,7 @@ async fn fake_peer(serve: Serve) -> Fake {
             .serve_with_incoming_shutdown(incoming, token.cancelled())
             .await;
     });
-    Fake { addr, node_id, calls, stop }
+    Fake { addr, node_id, calls, pings, stop }
 }
 
 fn peer_state(node: &TestNode, addr: &str) -> Option<PeerState> {
