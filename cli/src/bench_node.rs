@@ -231,6 +231,20 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Resu
     Ok(())
 }
 
+/// Waits until every node's tip is at `height` or above; returns how long.
+async fn all_reach(all: &[node_svc::NodeHandle], height: u64) -> anyhow::Result<Duration> {
+    let ((), took) = wait_until(Duration::from_secs(120), POLL, || async {
+        for n in all {
+            if !n.chain().tip().await.is_ok_and(|t| t.height >= height) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    Ok(took)
+}
+
 /// Finality across `validators` in-process validator nodes (every node
 /// votes; a checkpoint every 5 blocks, voted 1 deep): for each of
 /// `checkpoints` checkpoints, once every node has the blocks before it, the
@@ -273,30 +287,13 @@ pub async fn finality(validators: usize, checkpoints: usize, bits: u32) -> anyho
                 // Every node has the blocks before the one that makes the
                 // checkpoint votable: what follows is one block's
                 // propagation and the vote round, not a burst of blocks.
-                let at = height;
-                wait_until(Duration::from_secs(120), POLL, || async {
-                    for n in &all {
-                        if !n.chain().tip().await.is_ok_and(|t| t.height >= at) {
-                            return None;
-                        }
-                    }
-                    Some(())
-                })
-                .await?;
+                all_reach(&all, height).await?;
             }
             miner.mine(format!("checkpoint {c} block {height}").into_bytes()).await?;
             height += 1;
         }
         let votable = Instant::now();
-        let ((), spread) = wait_until(Duration::from_secs(120), POLL, || async {
-            for n in &all {
-                if !n.chain().tip().await.is_ok_and(|t| t.height >= target + DEPTH) {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await?;
+        let spread = all_reach(&all, target + DEPTH).await?;
         block_spread.saturating_record(spread.as_micros() as u64);
         let ((), _) = wait_until(Duration::from_secs(120), POLL, || async {
             for n in &all {

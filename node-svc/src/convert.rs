@@ -138,19 +138,15 @@ pub fn vote_to_proto(v: &Vote) -> p2p_proto::node::Vote {
 
 /// A vote with its fields' lengths checked (the signature is checked by the chain).
 pub fn vote_from_proto(v: p2p_proto::node::Vote) -> Result<Vote, String> {
-    let fixed = |name: &str, bytes: Vec<u8>, len: usize| {
-        if bytes.len() == len {
-            Ok(bytes)
-        } else {
-            Err(format!("vote.{name} must be {len} bytes, got {}", bytes.len()))
-        }
-    };
+    fn fixed<const N: usize>(name: &str, bytes: &[u8]) -> Result<[u8; N], String> {
+        bytes.try_into().map_err(|_| format!("vote.{name} must be {N} bytes, got {}", bytes.len()))
+    }
     Ok(Vote {
-        validator: fixed("validator", v.validator, 32)?.try_into().map_err(|_| "vote.validator")?,
+        validator: fixed("validator", &v.validator)?,
         checkpoint: v.checkpoint,
         height: v.height,
-        hash: fixed("block_hash", v.block_hash, 32)?.try_into().map_err(|_| "vote.block_hash")?,
-        signature: fixed("signature", v.signature, 64)?.try_into().map_err(|_| "vote.signature")?,
+        hash: fixed("block_hash", &v.block_hash)?,
+        signature: fixed("signature", &v.signature)?,
     })
 }
 

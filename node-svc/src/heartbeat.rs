@@ -16,8 +16,7 @@ impl NodeHandle {
     /// from the peer with the most work if it has more than we do.
     pub async fn heartbeat_round(&self) {
         let now = self.now_ms();
-        let Ok(tip) = self.chain().tip().await else { return };
-        let our_final = self.chain().finalized().await.map(|f| f.height).unwrap_or(0);
+        let Ok((tip, our_final)) = self.chain().read(|r| Ok((r.tip()?, r.finalized()?.height))).await else { return };
         let genesis = self.chain().genesis_hash();
         let req = PingRequest {
             sender: Some(self.sender()),
@@ -102,8 +101,7 @@ impl NodeHandle {
         if !req.genesis_hash.is_empty() && req.genesis_hash != genesis {
             return Err(Error::WrongNetwork { ours: hex::encode(genesis), theirs: hex::encode(&req.genesis_hash) });
         }
-        let tip = self.chain().tip().await?;
-        let finalized = self.chain().finalized().await?;
+        let (tip, finalized) = self.chain().read(|r| Ok((r.tip()?, r.finalized()?))).await?;
         let pong = convert::pong(self.node_id(), &tip, genesis, self.now_ms(), finalized.height);
         let Some(caller) = caller else { return Ok(pong) };
         if self.peers().is_node_banned(&caller.node_id, self.now_ms()) {

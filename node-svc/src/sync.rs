@@ -188,10 +188,9 @@ pub async fn sync_from(node: &NodeHandle, address: &str) -> Result<u64, Error> {
     }
     // A Ping that claimed more work than the peer then served: a liar (or a
     // peer whose chain just shrank). Either way, stop believing the claim.
-    if below_final {
-        // Stop syncing from it every heartbeat until its claim changes.
-        node.peers().forget_claim(address);
-    } else if !held_back && claimed > after.work && node.peers().forget_claim(address) {
+    // A branch below the final checkpoint backs the claim: no penalty (and
+    // the heartbeat does not fetch a tip it already refused again).
+    if !below_final && !held_back && claimed > after.work && node.peers().forget_claim(address) {
         let culprit = node.culprit_at(address);
         node.peers().penalize(&culprit, UNBACKED_CLAIM_PENALTY, "claimed more work than it served", node.now_ms());
     }

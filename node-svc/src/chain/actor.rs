@@ -127,13 +127,11 @@ impl ChainHandle {
                         Cmd::Accept { blocks, origin, reply } => (blocks, origin, reply),
                         Cmd::Votes { votes, evidence, from, reply } => {
                             // Vote messages queued behind this one share its commit.
-                            let mut senders = vec![(from, reply)];
-                            let mut groups = vec![(votes, evidence)];
-                            while groups.len() < MAX_VOTE_GROUPS {
+                            let mut batch = vec![VoteMessage { votes, evidence, from, reply }];
+                            while batch.len() < MAX_VOTE_GROUPS {
                                 match rx.try_recv() {
                                     Ok(Cmd::Votes { votes, evidence, from, reply }) => {
-                                        groups.push((votes, evidence));
-                                        senders.push((from, reply));
+                                        batch.push(VoteMessage { votes, evidence, from, reply });
                                     }
                                     Ok(other) => {
                                         stashed = Some(other);
@@ -142,39 +140,7 @@ impl ChainHandle {
                                     Err(_) => break,
                                 }
                             }
-                            match chain.accept_vote_groups(groups) {
-                                Ok((outcomes, applied)) => {
-                                    // Events first, answers after: a caller that
-                                    // got its answer finds the events published.
-                                    let missing_final = applied.missing_final;
-                                    let mut replies = Vec::with_capacity(senders.len());
-                                    for (outcome, (from, reply)) in outcomes.into_iter().zip(senders) {
-                                        if !outcome.votes.is_empty() || !outcome.evidence.is_empty() {
-                                            let _ = publish.send(ChainEvent::Votes {
-                                                votes: Arc::new(outcome.votes),
-                                                evidence: Arc::new(outcome.evidence),
-                                                from,
-                                            });
-                                        }
-                                        replies.push((reply, outcome.verdicts));
-                                    }
-                                    publish_applied(&publish, applied, Origin::Local, None);
-                                    for (reply, verdicts) in replies {
-                                        let _ = reply.send(Ok(VotesApplied { verdicts, missing_final }));
-                                    }
-                                }
-                                Err(e) => {
-                                    chain.storage_failed(&e);
-                                    let mut senders = senders.into_iter();
-                                    let first = senders.next();
-                                    for (_, reply) in senders {
-                                        let _ = reply.send(Err(same_failure(&e)));
-                                    }
-                                    if let Some((_, reply)) = first {
-                                        let _ = reply.send(Err(e));
-                                    }
-                                }
-                            }
+                            apply_votes(&mut chain, &publish, batch);
                             continue;
                         }
                         Cmd::Prune { depth, reply } => {
@@ -279,6 +245,50 @@ impl ChainHandle {
     /// Read access for threads of their own (the mempool's).
     pub fn reader(&self) -> ChainReader {
         self.reader.clone()
+    }
+}
+
+/// One SendVotes worth of checked votes, waiting for the chain.
+struct VoteMessage {
+    votes: Vec<Checked<Vote>>,
+    evidence: Vec<Checked<Evidence>>,
+    from: Option<String>,
+    reply: oneshot::Sender<Result<VotesApplied, StoreError>>,
+}
+
+/// Commits a batch of vote messages together, publishes what each made
+/// new (tagged with its sender) and what they caused together, then
+/// answers each: events first, so a caller that has its answer finds them.
+fn apply_votes(chain: &mut Chain, publish: &broadcast::Sender<ChainEvent>, batch: Vec<VoteMessage>) {
+    let (groups, senders): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|m| ((m.votes, m.evidence), (m.from, m.reply))).unzip();
+    match chain.accept_vote_groups(groups) {
+        Ok((outcomes, applied)) => {
+            let missing_final = applied.missing_final;
+            let mut replies = Vec::with_capacity(senders.len());
+            for (outcome, (from, reply)) in outcomes.into_iter().zip(senders) {
+                if !outcome.votes.is_empty() || !outcome.evidence.is_empty() {
+                    let (votes, evidence) = (Arc::new(outcome.votes), Arc::new(outcome.evidence));
+                    let _ = publish.send(ChainEvent::Votes { votes, evidence, from });
+                }
+                replies.push((reply, outcome.verdicts));
+            }
+            publish_applied(publish, applied, Origin::Local, None);
+            for (reply, verdicts) in replies {
+                let _ = reply.send(Ok(VotesApplied { verdicts, missing_final }));
+            }
+        }
+        Err(e) => {
+            chain.storage_failed(&e);
+            let mut senders = senders.into_iter();
+            let first = senders.next();
+            for (_, reply) in senders {
+                let _ = reply.send(Err(same_failure(&e)));
+            }
+            if let Some((_, reply)) = first {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 }
 

@@ -29,7 +29,10 @@ pub struct GroupOutcome {
 
 impl Chain {
     /// Records checked votes and evidence, then applies what they made
-    /// final. One verdict per vote; `Err` only for storage failures.
+    /// final. One verdict per vote; `Err` only for storage failures. (The
+    /// actor commits several messages at once with
+    /// [`Chain::accept_vote_groups`]; this is the one-message form.)
+    #[cfg(test)]
     pub fn accept_votes(
         &mut self,
         votes: Vec<Checked<Vote>>,
@@ -49,12 +52,7 @@ impl Chain {
     /// what they caused together (finality, a reorg, this node's own vote)
     /// is in the one [`Applied`].
     pub fn accept_vote_groups(&mut self, groups: Vec<VoteGroup>) -> Result<(Vec<GroupOutcome>, Applied), StoreError> {
-        self.reload_finality_if_stale()?;
-        let result = self.accept_vote_groups_once(groups);
-        if result.is_err() {
-            self.finality_stale = true;
-        }
-        result
+        self.guarding_finality(|chain| chain.accept_vote_groups_once(groups))
     }
 
     fn accept_vote_groups_once(&mut self, groups: Vec<VoteGroup>) -> Result<(Vec<GroupOutcome>, Applied), StoreError> {

@@ -247,17 +247,23 @@ impl Chain {
         Ok(loaded)
     }
 
-    /// After a failed write, reads the finality state back from the store
-    /// (memory must never be ahead of disk: a vote signed in a transaction
-    /// that failed was never sent, and the store says what was).
-    pub(super) fn reload_finality_if_stale(&mut self) -> Result<(), StoreError> {
+    /// Runs a write that may move the finality state. After a failed one
+    /// the state is read back from the store before the next (memory must
+    /// never be ahead of disk: a vote signed in a transaction that failed
+    /// was never sent, and the store says what was).
+    pub(super) fn guarding_finality<T>(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if self.finality_stale {
             let db = self.db()?;
             let (finalized, voted, tally) = Self::load_finality(&db, &self.params)?;
             (self.finalized, self.voted, self.tally) = (finalized, voted, tally);
             self.finality_stale = false;
         }
-        Ok(())
+        let result = write(self);
+        self.finality_stale = result.is_err();
+        result
     }
 
     /// Makes this node a validator: it signs checkpoints of its main chain
@@ -389,13 +395,7 @@ impl Chain {
     /// Held early blocks whose time has come are offered first (their
     /// verdicts come first); an empty batch with none due writes nothing.
     pub fn accept_batch(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {
-        self.reload_finality_if_stale()?;
-        let applied = self.accept_batch_once(blocks, now_ms);
-        if applied.is_err() {
-            // Finality state may be ahead of what was committed.
-            self.finality_stale = true;
-        }
-        applied
+        self.guarding_finality(|chain| chain.accept_batch_once(blocks, now_ms))
     }
 
     fn accept_batch_once(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {

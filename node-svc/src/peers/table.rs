@@ -403,11 +403,6 @@ impl PeerTable {
         usable.choose_multiple(&mut inner.rng, fanout).map(|p| p.address.clone()).collect()
     }
 
-    /// The usable peer with the most work, if it has more than `than`.
-    pub fn best_ahead(&self, than: p2p_proto::work::Work) -> Option<String> {
-        self.ahead(than).into_iter().next().map(|(address, _)| address)
-    }
-
     /// The active peers that claim more work than `than`, the most first,
     /// with the tip each claims.
     pub fn ahead(&self, than: p2p_proto::work::Work) -> Vec<(String, Vec<u8>)> {

@@ -212,18 +212,25 @@ async fn a_peer_that_relays_invalid_transactions_loses_score_and_is_banned() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn a_body_is_asked_of_one_announcer_and_a_withheld_one_comes_from_the_next() {
-    let (dir_a, dir_h) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let h = TestNode::start(|addr| node_config(dir_h.path(), addr, None, 8)).await;
-    let h_addr = h.addr.to_string();
-    let a = TestNode::start(|addr| {
-        let mut c = node_config(dir_a.path(), addr, None, 8);
-        c.peers = vec![h_addr];
+/// Two nodes without a bootstrap, the second configured with the first as
+/// its peer, both seeing each other as active.
+async fn linked_pair() -> (TestNode, TestNode, [tempfile::TempDir; 2]) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let first = TestNode::start(|addr| node_config(dirs[0].path(), addr, None, 8)).await;
+    let first_addr = first.addr.to_string();
+    let second = TestNode::start(|addr| {
+        let mut c = node_config(dirs[1].path(), addr, None, 8);
+        c.peers = vec![first_addr];
         c
     })
     .await;
-    all_active(&[&a, &h]).await;
+    all_active(&[&first, &second]).await;
+    (first, second, dirs)
+}
+
+#[tokio::test]
+async fn a_body_is_asked_of_one_announcer_and_a_withheld_one_comes_from_the_next() {
+    let (h, a, _dirs) = linked_pair().await;
     let genesis = a.node().chain().genesis_hash();
     let tx = signed(&a, &key(9), 1, b"withheld");
     let id = tx.id(&genesis);
@@ -253,16 +260,7 @@ async fn a_body_is_asked_of_one_announcer_and_a_withheld_one_comes_from_the_next
 
 #[tokio::test]
 async fn big_transactions_travel_in_messages_a_peer_can_decode_and_pages_stay_within_a_block() {
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = TestNode::start(|addr| node_config(dir_a.path(), addr, None, 8)).await;
-    let a_addr = a.addr.to_string();
-    let b = TestNode::start(|addr| {
-        let mut c = node_config(dir_b.path(), addr, None, 8);
-        c.peers = vec![a_addr];
-        c
-    })
-    .await;
-    all_active(&[&a, &b]).await;
+    let (a, b, _dirs) = linked_pair().await;
     // 40 transactions of 60 KiB: 2.4 MB, over twice what one message to a node may carry.
     let k = key(30);
     let txs: Vec<Transaction> = (1..=40).map(|n| signed(&a, &k, n, &vec![n as u8; 60 * 1024])).collect();
