@@ -44,6 +44,7 @@ pub mod miner;
 pub mod node;
 pub mod peers;
 pub mod pex;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod sync;
