@@ -39,7 +39,8 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         difficulty_bits: u32,
     },
-    /// Time for a block to reach all of N in-process nodes, and duplicate deliveries.
+    /// Time for a block to reach all of N in-process nodes, and the
+    /// messages it cost (full blocks, duplicates, announcements, fetches).
     Propagation {
         #[arg(long, default_value_t = 10)]
         nodes: usize,
@@ -47,6 +48,9 @@ pub enum BenchCmd {
         blocks: usize,
         #[arg(long, default_value_t = 8)]
         difficulty_bits: u32,
+        /// Draw the arrival curve (fraction of nodes vs time) as SVG.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// Finality across N in-process validator nodes: time from a block that
     /// makes a checkpoint votable to final on every node, and vote messages.
@@ -145,8 +149,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::Sync { blocks, difficulty_bits } => crate::bench_node::sync(blocks.max(1), difficulty_bits).await,
-        BenchCmd::Propagation { nodes, blocks, difficulty_bits } => {
-            crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits).await
+        BenchCmd::Propagation { nodes, blocks, difficulty_bits, plot } => {
+            crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits, plot).await
         }
         BenchCmd::Finality { validators, checkpoints, difficulty_bits } => {
             crate::bench_node::finality(validators.max(1), checkpoints.max(1), difficulty_bits).await

@@ -174,58 +174,128 @@ pub(crate) async fn mesh(
     Ok((net, all))
 }
 
-/// Time for one block to reach all of N nodes, and the duplicate deliveries it cost.
-pub async fn propagation(nodes: usize, rounds: usize, bits: u32) -> anyhow::Result<()> {
+/// Time for one block to reach all of N nodes, and what it cost in
+/// messages. Timing comes from the chains' events, not polling: the clock
+/// starts when the miner's chain has validated the block (the moment it is
+/// relayable) and stops at each node's commit of it as its tip.
+pub async fn propagation(nodes: usize, rounds: usize, bits: u32, plot: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use node_svc::chain::ChainEvent;
     let (net, all) = mesh(nodes, bits, |dir, addr| bench_config(dir, addr, bits, 500)).await?;
-    let defaults = NodeConfig::new(".", "x:1");
     // Microseconds from 1 us to an hour.
     let mut times = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    let (mut dups, mut deliveries) = (0u64, 0u64);
-    let fanout = defaults.gossip_fanout;
+    let mut arrivals_ms: Vec<f64> = Vec::new();
+    let mut per_block = Vec::new();
     let bar = progress(rounds as u64, "blocks propagated");
     for r in 0..rounds {
         let before: Vec<_> = all.iter().map(|n| n.stats()).collect();
-        let mined = all[r % nodes].mine(format!("round {r}").into_bytes()).await?;
-        // Mining time is excluded: the clock starts once the miner has the block.
+        let height = all[0].chain().tip().await?.height + 1;
+        // One listener per node, subscribed before the block exists.
+        let listeners: Vec<_> = all
+            .iter()
+            .map(|n| {
+                let mut events = n.chain().subscribe();
+                tokio::spawn(async move {
+                    let (mut validated, mut committed) = (None, None);
+                    while committed.is_none() {
+                        match events.recv().await {
+                            Ok(ChainEvent::TipValidated { block, .. }) if block.index == height => {
+                                validated.get_or_insert((Instant::now(), block.hash));
+                            }
+                            Ok(ChainEvent::TipChanged { block, .. }) if block.index >= height => {
+                                committed = Some((Instant::now(), block.hash));
+                            }
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    (validated, committed)
+                })
+            })
+            .collect();
+        let miner = r % nodes;
+        let mined = all[miner].mine(format!("round {r}").into_bytes()).await?;
         let hash = mined.block.hash;
-        let ((), took) = wait_until(Duration::from_secs(60), POLL, || async {
-            for n in &all {
-                if !n.chain().tip().await.is_ok_and(|t| t.hash == hash) {
-                    return None;
-                }
+        let mut seen = Vec::with_capacity(nodes);
+        for l in listeners {
+            seen.push(tokio::time::timeout(Duration::from_secs(60), l).await??);
+        }
+        let start = seen[miner].0.map(|(t, _)| t).ok_or_else(|| anyhow::anyhow!("the miner never validated its block"))?;
+        let mut last = Duration::ZERO;
+        for (i, (_, committed)) in seen.iter().enumerate() {
+            let (t, h) = committed.ok_or_else(|| anyhow::anyhow!("node {i} never got the block"))?;
+            anyhow::ensure!(h == hash, "node {i} moved to another tip");
+            if i != miner {
+                let d = t.saturating_duration_since(start);
+                arrivals_ms.push(d.as_secs_f64() * 1000.0);
+                last = last.max(d);
             }
-            Some(())
-        })
-        .await?;
-        times.saturating_record(took.as_micros() as u64);
+        }
+        times.saturating_record(last.as_micros() as u64);
+        // Let in-flight messages (answers, late duplicates) land before counting.
+        let total = |f: fn(&node_svc::metrics::StatsSnapshot) -> u64| -> u64 { all.iter().map(|n| f(&n.stats())).sum() };
+        let activity = || total(|s| s.blocks_received + s.blocks_fetched + s.announcements_received);
+        let mut quiet = 0;
+        let mut seen_activity = activity();
+        let settle = Instant::now();
+        while quiet < 5 && settle.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = activity();
+            quiet = if now == seen_activity { quiet + 1 } else { 0 };
+            seen_activity = now;
+        }
         let delta = |f: fn(&node_svc::metrics::StatsSnapshot) -> u64| -> u64 {
             all.iter().zip(&before).map(|(n, b)| f(&n.stats()) - f(b)).sum()
         };
-        // Let in-flight forwards land before counting: each node forwards a
-        // block once, the miner to `fanout` peers, the others to `fanout`
-        // peers other than the one it came from.
-        let expected_max = (fanout.min(nodes - 1) + (nodes - 1) * fanout.min(nodes - 2)) as u64;
-        let _ = wait_until(Duration::from_secs(5), POLL, || async {
-            (delta(|s| s.blocks_received) >= expected_max).then_some(())
-        })
-        .await;
-        deliveries += delta(|s| s.blocks_received);
-        dups += delta(|s| s.duplicates_received);
+        per_block.push([
+            delta(|s| s.blocks_received + s.blocks_fetched),
+            delta(|s| s.duplicates_received),
+            delta(|s| s.blocks_announced),
+            delta(|s| s.block_fetches),
+        ]);
         bar.inc(1);
     }
     bar.finish_and_clear();
     let q = |p: f64| times.value_at_quantile(p) as f64 / 1000.0;
+    let avg = |from: usize, k: usize| -> f64 {
+        let b = &per_block[from.min(per_block.len() - 1)..];
+        b.iter().map(|v| v[k]).sum::<u64>() as f64 / b.len() as f64 / nodes as f64
+    };
+    let eager: f64 = all.iter().map(|n| n.relay().eager_peers().len() as f64).sum::<f64>() / nodes as f64;
     println!(
-        "propagation over {nodes} nodes (joined via the bootstrap, gossip fanout {}), {rounds} blocks: median {:.1}ms, p99 {:.1}ms, \
-         max {:.1}ms to reach all; per block {:.1} deliveries of which {:.1} duplicates (minimum possible: {} deliveries, 0 duplicates)",
-        defaults.gossip_fanout,
+        "propagation over {nodes} nodes (joined via the bootstrap, relay degree {}), {rounds} blocks: median {:.1}ms, p99 {:.1}ms, \
+         max {:.1}ms to reach all (from relayable at the miner to committed everywhere)",
+        NodeConfig::new(".", "x:1").gossip_fanout,
         q(0.5),
         q(0.99),
         times.max() as f64 / 1000.0,
-        deliveries as f64 / rounds as f64,
-        dups as f64 / rounds as f64,
-        nodes - 1
     );
+    println!(
+        "per node per block, all blocks: {:.2} full blocks received, {:.3} duplicates, {:.2} announcements sent, {:.3} fetches",
+        avg(0, 0),
+        avg(0, 1),
+        avg(0, 2),
+        avg(0, 3)
+    );
+    if rounds > 5 {
+        println!(
+            "per node per block after the first 5: {:.2} full blocks received, {:.3} duplicates, {:.2} announcements sent, {:.3} fetches; \
+             {eager:.1} eager peers per node at the end",
+            avg(5, 0),
+            avg(5, 1),
+            avg(5, 2),
+            avg(5, 3)
+        );
+    }
+    if let Some(path) = plot {
+        let curve = crate::plot::Curve {
+            label: format!("bench, {nodes} nodes, {rounds} blocks"),
+            arrivals_ms,
+            total: (nodes - 1) * rounds,
+        };
+        std::fs::write(&path, crate::plot::arrival_svg(&format!("block arrival, {nodes} in-process nodes"), &[curve]))?;
+        eprintln!("wrote {}", path.display());
+    }
     drop(all);
     net.stop().await;
     Ok(())

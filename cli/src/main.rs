@@ -9,6 +9,8 @@ mod connect;
 mod devnet;
 mod node;
 mod output;
+mod plot;
+mod sim;
 mod tx;
 
 use clap::{Parser, Subcommand};
@@ -78,6 +80,10 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Simulations that run the node's own logic at scales this machine
+    /// cannot host (seeded: same seed, same output).
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
     /// Write a TLS client certificate proving the identity in an ed25519 key
     /// file (created when missing), for standard clients such as `grpcurl
     /// -insecure -cert C -key K`; prints the node id it proves.
@@ -158,6 +164,7 @@ async fn main() {
         Command::Devnet(cmd) => devnet::run(cmd, cli.json).await,
         Command::Health { endpoint, service } => health(&endpoint, service).await,
         Command::Bench(cmd) => bench::run(cmd).await,
+        Command::Sim(cmd) => sim::run(cmd),
         Command::Cert { key, cert_out, key_out } => cert(&key, &cert_out, &key_out),
         Command::Key { file } => public_key(&file),
     };

@@ -35,11 +35,15 @@ pub struct NodeConfig {
     pub max_blocks_per_request: u32,
     /// Blocks asked for per GetBlocks while syncing.
     pub sync_batch: u32,
-    /// Peers a new block is pushed to (a random subset of the usable ones).
-    /// Nodes the push misses learn of the block from heartbeats and pull it.
+    /// Peers this node picks to relay blocks with (its relay degree; peers
+    /// that picked it join too, up to twice this). Nodes relay misses learn
+    /// of a block from heartbeats and pull it.
     pub gossip_fanout: usize,
     /// Deadline for forwarding a block to one peer.
     pub gossip_timeout: Duration,
+    /// Block relay: eager peers at the start, how long an announced block
+    /// waits for a push, how long a fetch may take (see [`crate::relay`]).
+    pub relay: crate::relay::RelayConfig,
     /// Most peers kept in the table (the address book).
     pub max_peers: usize,
     /// Most peers that reached us first kept at once.
@@ -109,6 +113,7 @@ impl NodeConfig {
             sync_batch: 1000,
             gossip_fanout: 8,
             gossip_timeout: Duration::from_secs(5),
+            relay: crate::relay::RelayConfig::default(),
             max_peers: 256,
             max_inbound: 32,
             target_outbound: 16,

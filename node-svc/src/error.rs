@@ -33,6 +33,9 @@ pub enum Error {
     /// The chain store failed; the underlying error is the source.
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// What was asked for is not here (a block by hash).
+    #[error("{0}")]
+    NotFound(String),
     /// A bound on what one party may hold was reached (streams, buffered bytes, a mining job).
     #[error("{0}")]
     ResourceExhausted(String),
@@ -67,6 +70,7 @@ impl From<Error> for Status {
             Error::InvalidBlock(_) | Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::Transaction(e) => submit_code(e),
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::NotFound(_) => Code::NotFound,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Banned { .. } => Code::PermissionDenied,
             Error::WrongNetwork { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
@@ -118,6 +122,7 @@ mod tests {
             (Error::invalid("block", "is required"), Code::InvalidArgument),
             (Error::ShuttingDown, Code::Unavailable),
             (Error::ResourceExhausted("busy".into()), Code::ResourceExhausted),
+            (Error::NotFound("no such block".into()), Code::NotFound),
             (Error::DeadlineExceeded("silent".into()), Code::DeadlineExceeded),
             (
                 Error::InvalidBlock(BlockError::FromTheFuture { ts: 2, ahead_ms: 1, max_ms: 0 }),

@@ -71,7 +71,13 @@ impl NodeHandle {
         match verdicts.into_iter().next() {
             Some(Ok(a)) => {
                 match a.outcome {
-                    Outcome::Duplicate => Stats::add(&self.counters().duplicates_received, 1),
+                    Outcome::Duplicate => {
+                        Stats::add(&self.counters().duplicates_received, 1);
+                        let hint = hint.map(|s| canonical(&s.address));
+                        if let Some(peer) = crate::gossip::relay_key(self, from.as_deref(), hint.as_deref()) {
+                            crate::gossip::duplicate_push(self, &peer, a.hash);
+                        }
+                    }
                     Outcome::Orphan => {
                         if let Some(addr) = from.as_deref().and_then(|id| self.peers().address_of(id)) {
                             tracing::info!(peer = %addr, hash = %hex::encode(a.hash), "orphan block; fetching its ancestors");
@@ -88,6 +94,53 @@ impl NodeHandle {
                     self.misbehaved(from.as_deref(), &e.to_string());
                 } else {
                     Stats::add(&self.counters().invalid_received, 1);
+                }
+                Err(e.into())
+            }
+            None => Err(Error::Internal("no verdict".into())),
+        }
+    }
+
+    /// A block fetched from the peer at relay key `peer` (after it announced
+    /// `id`), who is held responsible as `culprit`. Ok(true): new to us;
+    /// Ok(false): we had it.
+    pub(crate) async fn receive_fetched(
+        &self,
+        block: p2p_proto::node::Block,
+        id: chain::Hash,
+        culprit: String,
+    ) -> Result<bool, Error> {
+        Stats::add(&self.counters().blocks_fetched, 1);
+        let block = match convert::block_from_proto(block) {
+            Ok(b) if b.hash == id => b,
+            Ok(b) => {
+                let why = format!("asked for block {} and got {}", hex::encode(id), hex::encode(b.hash));
+                self.misbehaved(Some(&culprit), &why);
+                return Err(Error::invalid("block", why));
+            }
+            Err(e) => {
+                self.misbehaved(Some(&culprit), &e.to_string());
+                return Err(e.into());
+            }
+        };
+        let verdicts = self.offer(vec![block], Origin::Fetched { from: culprit.clone() }).await?;
+        match verdicts.into_iter().next() {
+            Some(Ok(a)) => match a.outcome {
+                Outcome::Duplicate => {
+                    Stats::add(&self.counters().duplicates_received, 1);
+                    Ok(false)
+                }
+                Outcome::Orphan => {
+                    if let Some(addr) = self.peers().address_of(&culprit).or(Some(culprit)) {
+                        self.sync().request(&addr);
+                    }
+                    Ok(true)
+                }
+                _ => Ok(true),
+            },
+            Some(Err(e)) => {
+                if !matches!(e, chain::BlockError::FromTheFuture { .. }) {
+                    self.misbehaved(Some(&culprit), &e.to_string());
                 }
                 Err(e.into())
             }

@@ -35,6 +35,20 @@ pub struct Stats {
     pub vote_messages_sent: AtomicU64,
     /// SendVotes calls received.
     pub vote_messages_received: AtomicU64,
+    /// Full blocks queued to peers by the relay (eager pushes).
+    pub blocks_pushed: AtomicU64,
+    /// Block headers queued to peers (announcements).
+    pub blocks_announced: AtomicU64,
+    /// Blocks asked of announcers (GetBlock).
+    pub block_fetches: AtomicU64,
+    /// Fetched blocks that arrived (GetBlock answers).
+    pub blocks_fetched: AtomicU64,
+    /// GetBlock answers served to peers.
+    pub blocks_served: AtomicU64,
+    /// Relay messages dropped because a peer's queue was full.
+    pub relay_dropped: AtomicU64,
+    /// Block headers peers announced to us.
+    pub announcements_received: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -55,6 +69,13 @@ pub struct StatsSnapshot {
     pub tx_bodies_sent: u64,
     pub vote_messages_sent: u64,
     pub vote_messages_received: u64,
+    pub blocks_pushed: u64,
+    pub blocks_announced: u64,
+    pub block_fetches: u64,
+    pub blocks_fetched: u64,
+    pub blocks_served: u64,
+    pub relay_dropped: u64,
+    pub announcements_received: u64,
 }
 
 impl Stats {
@@ -80,6 +101,13 @@ impl Stats {
             tx_bodies_sent: l(&self.tx_bodies_sent),
             vote_messages_sent: l(&self.vote_messages_sent),
             vote_messages_received: l(&self.vote_messages_received),
+            announcements_received: l(&self.announcements_received),
+            relay_dropped: l(&self.relay_dropped),
+            blocks_served: l(&self.blocks_served),
+            blocks_fetched: l(&self.blocks_fetched),
+            block_fetches: l(&self.block_fetches),
+            blocks_announced: l(&self.blocks_announced),
+            blocks_pushed: l(&self.blocks_pushed),
         }
     }
 }

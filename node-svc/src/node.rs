@@ -46,6 +46,7 @@ struct Inner {
     mempool: Mempool,
     mining_state: MiningState,
     bulk: BulkImports,
+    relay: crate::gossip::BlockRelay,
     stats: Stats,
     /// Known-good peers on disk.
     peer_cache: Arc<PeerCache>,
@@ -109,6 +110,7 @@ impl NodeHandle {
             config.conn.v6_prefix,
         );
         let inbound_bytes = Arc::new(Semaphore::new(config.inbound_buffer_bytes));
+        let relay_config = config.relay;
         NodeHandle {
             inner: Arc::new(Inner {
                 config,
@@ -121,6 +123,7 @@ impl NodeHandle {
                 mempool,
                 mining_state,
                 bulk: BulkImports::default(),
+                relay: crate::gossip::BlockRelay::new(relay_config),
                 stats: Stats::default(),
                 peer_cache,
                 rng: Mutex::new(rng),
@@ -191,6 +194,11 @@ impl NodeHandle {
     pub(crate) fn mining_lock(&self) -> &Arc<AsyncMutex<()>> {
         &self.inner.mining
     }
+    /// Block relay state (see [`crate::gossip`]).
+    pub fn relay(&self) -> &crate::gossip::BlockRelay {
+        &self.inner.relay
+    }
+
     /// The transaction bodies this node has asked for (see [`crate::txgossip::requests`]).
     pub(crate) fn tx_requests(&self) -> std::sync::MutexGuard<'_, crate::txgossip::requests::Requests> {
         self.inner.tx_requests.lock().unwrap_or_else(|p| p.into_inner())

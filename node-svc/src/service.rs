@@ -5,7 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
-    AnnounceTransactionsRequest, AnnounceTransactionsResponse, Block as PbBlock, BroadcastBlockchainResponse,
+    AnnounceBlocksRequest, AnnounceBlocksResponse, AnnounceTransactionsRequest, AnnounceTransactionsResponse, GetBlockRequest, Block as PbBlock, BroadcastBlockchainResponse,
     GetBlocksRequest, GetFinalityRequest, GetFinalityResponse, GetMempoolRequest, GetMempoolResponse, GetPeersRequest,
     GetPeersResponse, GetStatusRequest, GetStatusResponse, GetTransactionRequest, GetTransactionResponse, MempoolEntry,
     PingRequest, PingResponse, SendBlockRequest, SendBlockResponse, SendTransactionsRequest, SendTransactionsResponse,
@@ -313,6 +313,19 @@ impl NodeRpc for NodeService {
         request: Request<GetFinalityRequest>,
     ) -> Result<Response<GetFinalityResponse>, Status> {
         Ok(Response::new(crate::finality::answer(&self.node, request.into_inner()).await?))
+    }
+
+    async fn announce_blocks(
+        &self,
+        request: Request<AnnounceBlocksRequest>,
+    ) -> Result<Response<AnnounceBlocksResponse>, Status> {
+        let caller = self.node.caller(&ConnInfo::of(&request));
+        Ok(Response::new(crate::gossip::receive_announcement(&self.node, caller, request.into_inner()).await?))
+    }
+
+    async fn get_block(&self, request: Request<GetBlockRequest>) -> Result<Response<PbBlock>, Status> {
+        let caller = self.node.caller(&ConnInfo::of(&request));
+        Ok(Response::new(crate::gossip::serve_block(&self.node, caller, request.into_inner()).await?))
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {

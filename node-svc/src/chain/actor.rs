@@ -28,6 +28,9 @@ pub enum Origin {
     Local,
     /// Gossiped by a peer (the node id its TLS handshake proved), or anonymously.
     Gossip { from: Option<String> },
+    /// Fetched from this peer (node id, or address on plaintext links)
+    /// after it announced the block.
+    Fetched { from: String },
     /// Downloaded from this peer while syncing.
     Sync { from: String },
     /// Offered through BroadcastBlockchain.
@@ -39,7 +42,7 @@ impl Origin {
     /// (gossip) or an address (sync), as [`crate::peers::PeerTable::gossip_targets`] takes it.
     pub fn peer(&self) -> Option<&str> {
         match self {
-            Origin::Gossip { from: Some(p) } | Origin::Sync { from: p } => Some(p),
+            Origin::Gossip { from: Some(p) } | Origin::Sync { from: p } | Origin::Fetched { from: p } => Some(p),
             _ => None,
         }
     }
@@ -51,7 +54,8 @@ impl Origin {
     }
 }
 
-/// What the chain tells its subscribers, after the change is durable.
+/// What the chain tells its subscribers, after the change is durable
+/// (except `TipValidated`).
 #[derive(Debug, Clone)]
 pub enum ChainEvent {
     /// The main chain was reorganised (published before the matching
@@ -59,6 +63,11 @@ pub enum ChainEvent {
     Reorg { removed: Vec<Hash>, added: Vec<Hash> },
     /// The main chain has a new tip.
     TipChanged { block: Arc<Block>, origin: Origin },
+    /// A block from a peer or our miner passed validation and is about to
+    /// become the tip; its commit is under way (no `TipChanged` follows if
+    /// the write fails). Published before the commit so relay need not
+    /// wait for the disk; nothing else should treat it as stored.
+    TipValidated { block: Arc<Block>, origin: Origin },
     /// Finality votes and evidence new to this node (its own votes
     /// included), to relay; `from` is the peer they came from, if any.
     Votes { votes: Arc<Vec<Vote>>, evidence: Arc<Vec<Evidence>>, from: Option<String> },
@@ -152,7 +161,16 @@ impl ChainHandle {
                             continue;
                         }
                     };
-                    let result = chain.accept_batch(blocks, clock.now_unix_ms());
+                    // Gossiped and mined tips are relayed once valid, while
+                    // the commit (the fsync) runs; bulk imports relay their
+                    // last tip when they end.
+                    let early_relay = !origin.is_bulk();
+                    let result = chain.accept_batch_relaying(blocks, clock.now_unix_ms(), &mut |tip| {
+                        if early_relay {
+                            let block = Arc::new(tip.clone());
+                            let _ = publish.send(ChainEvent::TipValidated { block, origin: origin.clone() });
+                        }
+                    });
                     if let Err(e) = &result {
                         chain.storage_failed(e);
                     }

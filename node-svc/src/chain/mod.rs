@@ -395,10 +395,28 @@ impl Chain {
     /// Held early blocks whose time has come are offered first (their
     /// verdicts come first); an empty batch with none due writes nothing.
     pub fn accept_batch(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {
-        self.guarding_finality(|chain| chain.accept_batch_once(blocks, now_ms))
+        self.accept_batch_relaying(blocks, now_ms, &mut |_| {})
     }
 
-    fn accept_batch_once(&mut self, blocks: Vec<Block>, now_ms: u64) -> Result<Applied, StoreError> {
+    /// [`Chain::accept_batch`], calling `valid_tip` with the new tip once
+    /// every block is validated and applied in the write transaction but
+    /// before that transaction commits (the fsync): relay may start while
+    /// the disk works. Nothing is acknowledged before the commit returns.
+    pub fn accept_batch_relaying(
+        &mut self,
+        blocks: Vec<Block>,
+        now_ms: u64,
+        valid_tip: &mut dyn FnMut(&Block),
+    ) -> Result<Applied, StoreError> {
+        self.guarding_finality(|chain| chain.accept_batch_once(blocks, now_ms, valid_tip))
+    }
+
+    fn accept_batch_once(
+        &mut self,
+        blocks: Vec<Block>,
+        now_ms: u64,
+        valid_tip: &mut dyn FnMut(&Block),
+    ) -> Result<Applied, StoreError> {
         let mut due = self.early.take_due(now_ms.saturating_add(self.params.max_future_ms));
         if due.is_empty() && blocks.is_empty() {
             return Ok(Applied::default());
@@ -439,6 +457,9 @@ impl Chain {
             {
                 self.after_change(&mut t, &mut applied)?;
             }
+        }
+        if let Some(tip) = &applied.new_tip {
+            valid_tip(tip);
         }
         tx.commit()?;
         for b in new_orphans {

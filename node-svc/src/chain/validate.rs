@@ -75,6 +75,31 @@ pub fn check_standalone(block: &Block, params: &NetworkParams, genesis: &Hash, n
 /// node runs on a block as it arrives, on the async workers; the signatures
 /// ([`check_transactions`]) wait for the chain's own thread. Returns the
 /// transaction ids it computed for the Merkle root.
+/// The checks a header passes on its own: its target is a valid compact
+/// number within the network's limit, the header hashes to `claimed`, and
+/// that hash meets the target. What headers-first relay checks of an
+/// announcement before fetching the body.
+pub fn check_proof_of_work(
+    header: &super::block::Header,
+    nonce: u64,
+    claimed: &Hash,
+    params: &NetworkParams,
+) -> Result<(), BlockError> {
+    let target = target::from_compact(header.bits).map_err(BlockError::BadBits)?;
+    let limit = params.limit();
+    if target > limit {
+        return Err(BlockError::AboveLimit { got: header.bits, limit: target::to_compact(limit) });
+    }
+    let actual = header.hash(nonce);
+    if actual != *claimed {
+        return Err(BlockError::HashMismatch { claimed: hex::encode(claimed), actual: hex::encode(actual) });
+    }
+    if !target::meets(&actual, target) {
+        return Err(BlockError::InsufficientWork { hash: hex::encode(actual), target });
+    }
+    Ok(())
+}
+
 pub fn check_header(
     block: &Block,
     params: &NetworkParams,
@@ -88,11 +113,6 @@ pub fn check_header(
     if size > params.max_block_bytes {
         return Err(BlockError::TooLarge { size, max: params.max_block_bytes });
     }
-    let target = target::from_compact(block.bits).map_err(BlockError::BadBits)?;
-    let limit = params.limit();
-    if target > limit {
-        return Err(BlockError::AboveLimit { got: block.bits, limit: target::to_compact(limit) });
-    }
     let ids = block.tx_ids(genesis);
     let header = super::block::Header {
         index: block.index,
@@ -101,13 +121,7 @@ pub fn check_header(
         merkle_root: super::tx::merkle_root(&ids),
         bits: block.bits,
     };
-    let actual = header.hash(block.nonce);
-    if actual != block.hash {
-        return Err(BlockError::HashMismatch { claimed: hex::encode(block.hash), actual: hex::encode(actual) });
-    }
-    if !target::meets(&actual, target) {
-        return Err(BlockError::InsufficientWork { hash: hex::encode(actual), target });
-    }
+    check_proof_of_work(&header, block.nonce, &block.hash, params)?;
     if block.index > 0 && block.timestamp_ms > now_ms.saturating_add(params.max_future_ms) {
         return Err(BlockError::FromTheFuture {
             ts: block.timestamp_ms,

@@ -420,7 +420,7 @@ impl Worker {
                 };
                 (read(&removed)?, read(&added)?)
             }
-            ChainEvent::Votes { .. } | ChainEvent::Finalized(_) => return Ok(()),
+            ChainEvent::Votes { .. } | ChainEvent::Finalized(_) | ChainEvent::TipValidated { .. } => return Ok(()),
         };
         let mut removed = Vec::new();
         let mut senders = std::collections::HashSet::new();

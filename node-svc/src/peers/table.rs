@@ -335,6 +335,11 @@ impl PeerTable {
         self.lock().peers.contains_key(address)
     }
 
+    /// Whether `address` is in the table and usable (connecting or active).
+    pub fn is_usable(&self, address: &str) -> bool {
+        self.lock().peers.get(address).is_some_and(|p| p.is_usable())
+    }
+
     /// Peers to ping now (not banned, past their backoff): every inbound
     /// peer, and up to `target_outbound` of the others, taken round-robin
     /// across sources (bootstrap, exchange, cached, configured) so that no

@@ -145,6 +145,13 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
         v
     }
 
+    /// Every peer, sorted.
+    pub fn peers(&self) -> Vec<P> {
+        let mut v: Vec<P> = self.peers.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }

@@ -113,6 +113,15 @@ impl Node for FakePeer {
     ) -> Result<Response<p2p_proto::node::GetFinalityResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn announce_blocks(
+        &self,
+        _: Request<p2p_proto::node::AnnounceBlocksRequest>,
+    ) -> Result<Response<p2p_proto::node::AnnounceBlocksResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+    async fn get_block(&self, _: Request<p2p_proto::node::GetBlockRequest>) -> Result<Response<PbBlock>, Status> {
+        Err(Status::not_found("fake"))
+    }
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         self.pings.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(PingResponse {
