@@ -178,7 +178,12 @@ pub(crate) async fn mesh(
 /// messages. Timing comes from the chains' events, not polling: the clock
 /// starts when the miner's chain has validated the block (the moment it is
 /// relayable) and stops at each node's commit of it as its tip.
-pub async fn propagation(nodes: usize, rounds: usize, bits: u32, plot: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub async fn propagation(
+    nodes: usize,
+    rounds: usize,
+    bits: u32,
+    plot: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     use node_svc::chain::ChainEvent;
     let (net, all) = mesh(nodes, bits, |dir, addr| bench_config(dir, addr, bits, 500)).await?;
     // Microseconds from 1 us to an hour.
@@ -220,7 +225,8 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32, plot: Option<st
         for l in listeners {
             seen.push(tokio::time::timeout(Duration::from_secs(60), l).await??);
         }
-        let start = seen[miner].0.map(|(t, _)| t).ok_or_else(|| anyhow::anyhow!("the miner never validated its block"))?;
+        let start =
+            seen[miner].0.map(|(t, _)| t).ok_or_else(|| anyhow::anyhow!("the miner never validated its block"))?;
         let mut last = Duration::ZERO;
         for (i, (_, committed)) in seen.iter().enumerate() {
             let (t, h) = committed.ok_or_else(|| anyhow::anyhow!("node {i} never got the block"))?;
@@ -233,7 +239,8 @@ pub async fn propagation(nodes: usize, rounds: usize, bits: u32, plot: Option<st
         }
         times.saturating_record(last.as_micros() as u64);
         // Let in-flight messages (answers, late duplicates) land before counting.
-        let total = |f: fn(&node_svc::metrics::StatsSnapshot) -> u64| -> u64 { all.iter().map(|n| f(&n.stats())).sum() };
+        let total =
+            |f: fn(&node_svc::metrics::StatsSnapshot) -> u64| -> u64 { all.iter().map(|n| f(&n.stats())).sum() };
         let activity = || total(|s| s.blocks_received + s.blocks_fetched + s.announcements_received);
         let mut quiet = 0;
         let mut seen_activity = activity();

@@ -39,20 +39,42 @@ pub fn arrival_svg(title: &str, curves: &[Curve]) -> String {
         let t = max_t * f;
         let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, x(t), H - M + 16.0, fmt_ms(t));
     }
-    let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="middle">time since the block was relayable</text>"#, W / 2.0, H - 14.0);
-    let _ = write!(s, r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">nodes holding it</text>"#, H / 2.0, H / 2.0);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">time since the block was relayable</text>"#,
+        W / 2.0,
+        H - 14.0
+    );
+    let _ = write!(
+        s,
+        r#"<text x="14" y="{}" transform="rotate(-90 14 {})" text-anchor="middle">nodes holding it</text>"#,
+        H / 2.0,
+        H / 2.0
+    );
     for (i, c) in curves.iter().enumerate() {
         let mut t = c.arrivals_ms.clone();
         t.sort_by(f64::total_cmp);
         let total = c.total.max(1) as f64;
         let mut points = format!("{:.1},{:.1}", x(0.0), y(0.0));
         for (k, v) in t.iter().enumerate() {
-            let _ = write!(points, " {:.1},{:.1} {:.1},{:.1}", x(*v), y(k as f64 / total), x(*v), y((k + 1) as f64 / total));
+            let _ = write!(
+                points,
+                " {:.1},{:.1} {:.1},{:.1}",
+                x(*v),
+                y(k as f64 / total),
+                x(*v),
+                y((k + 1) as f64 / total)
+            );
         }
         let colour = COLOURS[i % COLOURS.len()];
         let _ = write!(s, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>"#);
         let ly = M + 16.0 * i as f64;
-        let _ = write!(s, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="3"/>"#, W - M - 250.0, W - M - 230.0);
+        let _ = write!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="3"/>"#,
+            W - M - 250.0,
+            W - M - 230.0
+        );
         let _ = write!(s, r#"<text x="{}" y="{}">{}</text>"#, W - M - 224.0, ly + 4.0, escape(&c.label));
     }
     s.push_str("</svg>\n");

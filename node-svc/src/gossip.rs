@@ -26,6 +26,7 @@ use p2p_proto::node::{
     AnnounceBlocksRequest, AnnounceBlocksResponse, Block as PbBlock, BlockHeader, GetBlockRequest, SendBlockRequest,
 };
 use p2p_proto::tls::PeerIdentity;
+use prost::Message;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 
@@ -166,7 +167,11 @@ pub(crate) async fn run(node: NodeHandle, mut events: broadcast::Receiver<ChainE
                         relay_new(&node, block, &origin);
                     }
                 }
-                Ok(ChainEvent::Reorg { .. } | ChainEvent::Votes { .. } | ChainEvent::Finalized(_)) => {}
+                Ok(ChainEvent::Reorg { removed, .. }) => {
+                    Stats::add(&node.counters().reorgs, 1);
+                    node.observed().reorg_depth.observe(removed.len() as f64);
+                }
+                Ok(ChainEvent::Votes { .. } | ChainEvent::Finalized(_)) => {}
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "gossip fell behind the chain's events; the next tip is relayed");
                 }
@@ -246,6 +251,10 @@ fn admit(node: &NodeHandle, core: &mut Relay<String>, peer: &str) -> bool {
 fn relay_new(node: &NodeHandle, block: Arc<Block>, origin: &Origin) {
     let from = origin.peer().and_then(|p| peer_key(node, p));
     let pushed = matches!(origin, Origin::Gossip { .. });
+    if matches!(origin, Origin::Gossip { .. } | Origin::Fetched { .. }) && !node.relay().core().knows(&block.hash) {
+        let delay_ms = node.now_ms().saturating_sub(block.timestamp_ms);
+        node.observed().propagation_delay.observe(delay_ms as f64 / 1000.0);
+    }
     node.relay().keep(block.clone());
     let actions = {
         let mut core = node.relay().core();
@@ -384,6 +393,7 @@ async fn push(node: &NodeHandle, peer: &str, block: &Block) {
     let Some(link) = node.link(peer) else { return };
     let req = SendBlockRequest { block: Some(convert::block_to_proto(block)), sender: Some(node.sender()) };
     Stats::add(&node.counters().gossip_sent, 1);
+    Stats::add(&node.counters().bytes_sent_push, req.encoded_len() as u64);
     let mut client = node.peer_client(&link);
     match tokio::time::timeout(node.config().gossip_timeout, client.send_block(req)).await {
         Ok(Ok(resp)) => {
@@ -403,6 +413,7 @@ async fn push(node: &NodeHandle, peer: &str, block: &Block) {
 async fn announce(node: &NodeHandle, peer: &str, headers: Vec<BlockHeader>) {
     let Some(link) = node.link(peer) else { return };
     let req = AnnounceBlocksRequest { headers, sender: Some(node.sender()) };
+    Stats::add(&node.counters().bytes_sent_announce, req.encoded_len() as u64);
     let mut client = node.peer_client(&link);
     match tokio::time::timeout(node.config().gossip_timeout, client.announce_blocks(req)).await {
         Ok(Ok(_)) => {}
@@ -424,7 +435,11 @@ async fn fetch(node: &NodeHandle, peer: &str, id: Hash, graft: bool) {
     let timeout = Duration::from_millis(node.relay().core().config().fetch_timeout_ms);
     let answer = tokio::time::timeout(timeout, client.get_block(req)).await;
     let block = match answer {
-        Ok(Ok(b)) => b.into_inner(),
+        Ok(Ok(b)) => {
+            let b = b.into_inner();
+            Stats::add(&node.counters().bytes_received_fetched, b.encoded_len() as u64);
+            b
+        }
         Ok(Err(status)) => {
             tracing::debug!(peer, code = ?status.code(), msg = status.message(), "block fetch refused");
             return failed(node);
@@ -522,6 +537,7 @@ pub(crate) async fn receive_announcement(
         return Err(Error::invalid("headers", format!("has {} headers; at most {MAX_ANNOUNCED}", req.headers.len())));
     }
     Stats::add(&node.counters().announcements_received, req.headers.len() as u64);
+    Stats::add(&node.counters().bytes_received_announce, req.encoded_len() as u64);
     let hint = req.sender.as_ref().filter(|s| !s.address.is_empty()).map(|s| canonical(&s.address));
     let id = caller.map(|c| c.node_id);
     if let Some(id) = &id {
@@ -591,5 +607,7 @@ pub(crate) async fn serve_block(
     if let Some(peer) = relay_key(node, caller.as_ref().map(|c| c.node_id.as_str()), hint.as_deref()) {
         served(node, &peer, hash, req.graft);
     }
-    Ok(convert::block_to_proto(&block))
+    let answer = convert::block_to_proto(&block);
+    Stats::add(&node.counters().bytes_sent_served, answer.encoded_len() as u64);
+    Ok(answer)
 }

@@ -50,6 +50,7 @@ impl NodeHandle {
         hint: Option<&Sender>,
     ) -> Result<Handled, Error> {
         Stats::add(&self.counters().blocks_received, 1);
+        Stats::add(&self.counters().bytes_received_push, prost::Message::encoded_len(&block) as u64);
         let from = caller.map(|c| c.node_id);
         if let Some(id) = &from {
             if self.peers().is_node_banned(id, self.now_ms()) {

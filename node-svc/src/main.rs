@@ -32,6 +32,10 @@ struct Args {
     /// loopback every call needs --admin-token or the data dir's admin.cookie.
     #[arg(long, env = "NODE_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this
+    /// address, e.g. 0.0.0.0:9100; off unless given.
+    #[arg(long, env = "NODE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Token the admin API requires (default: the admin.cookie file written at start).
     #[arg(long, env = "NODE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -252,5 +256,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let shutdown = p2p_proto::serving::shutdown_on_signal();
-    node_svc::run(node_svc::Listeners { p2p: listener, admin }, config, shutdown).await.context("node failed")
+    let metrics = match args.metrics_listen.as_deref() {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for metrics (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
+    node_svc::run(node_svc::Listeners { p2p: listener, admin, metrics }, config, shutdown).await.context("node failed")
 }

@@ -48,6 +48,7 @@ struct Inner {
     bulk: BulkImports,
     relay: crate::gossip::BlockRelay,
     stats: Stats,
+    observed: crate::metrics::Observed,
     /// Known-good peers on disk.
     peer_cache: Arc<PeerCache>,
     rng: Mutex<StdRng>,
@@ -124,6 +125,7 @@ impl NodeHandle {
                 mining_state,
                 bulk: BulkImports::default(),
                 relay: crate::gossip::BlockRelay::new(relay_config),
+                observed: crate::metrics::Observed::default(),
                 stats: Stats::default(),
                 peer_cache,
                 rng: Mutex::new(rng),
@@ -194,6 +196,11 @@ impl NodeHandle {
     pub(crate) fn mining_lock(&self) -> &Arc<AsyncMutex<()>> {
         &self.inner.mining
     }
+    /// Histograms for the metrics endpoint.
+    pub fn observed(&self) -> &crate::metrics::Observed {
+        &self.inner.observed
+    }
+
     /// Block relay state (see [`crate::gossip`]).
     pub fn relay(&self) -> &crate::gossip::BlockRelay {
         &self.inner.relay

@@ -33,11 +33,13 @@ const SHUTDOWN_GRACE: std::time::Duration = p2p_proto::serving::SHUTDOWN_GRACE;
 pub struct Listeners {
     pub p2p: TcpListener,
     pub admin: Option<TcpListener>,
+    /// Prometheus metrics (`GET /metrics`, plain HTTP), if given.
+    pub metrics: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
     fn from(p2p: TcpListener) -> Self {
-        Listeners { p2p, admin: None }
+        Listeners { p2p, admin: None, metrics: None }
     }
 }
 
@@ -48,6 +50,8 @@ pub struct RunningNode {
     pub local_addr: SocketAddr,
     /// Where the admin API listens, if it does.
     pub admin_addr: Option<SocketAddr>,
+    /// Where Prometheus metrics are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     task: JoinHandle<Result<(), Error>>,
     chain_thread: std::thread::JoinHandle<()>,
     mempool_thread: std::thread::JoinHandle<()>,
@@ -107,7 +111,7 @@ pub async fn spawn(
     config: NodeConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, Error> {
-    let Listeners { p2p: listener, admin: admin_listener } = listeners.into();
+    let Listeners { p2p: listener, admin: admin_listener, metrics: metrics_listener } = listeners.into();
     p2p_proto::address::canonicalize(&config.advertise).map_err(|e| Error::invalid("advertise", e))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::Internal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
@@ -229,6 +233,15 @@ pub async fn spawn(
         }
         None => (None, None),
     };
+    let (metrics_addr, metrics_task) = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr().map_err(|e| Error::Internal(format!("metrics listener: {e}")))?;
+            let registry = std::sync::Arc::new(crate::metrics::registry(node.clone()));
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            (Some(addr), Some(tokio::spawn(p2p_proto::metrics_http::serve(l, registry, shutdown.clone()))))
+        }
+        None => (None, None),
+    };
     let server = config
         .conn
         .builder()
@@ -248,12 +261,15 @@ pub async fn spawn(
         if let Some(t) = admin_task {
             let _ = t.await;
         }
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
         task_node.tasks().close();
         task_node.tasks().wait().await;
         tracing::info!(node_id = task_node.node_id(), "node stopped");
         served.map_err(|e| Error::Internal(format!("server failed: {e}")))
     });
-    Ok(RunningNode { node, local_addr, admin_addr, task, chain_thread, mempool_thread })
+    Ok(RunningNode { node, local_addr, admin_addr, metrics_addr, task, chain_thread, mempool_thread })
 }
 
 /// Hands the chain's events to the mempool (mined transactions leave,

@@ -5,11 +5,12 @@ use std::pin::Pin;
 use futures::Stream;
 use p2p_proto::node::node_server::Node as NodeRpc;
 use p2p_proto::node::{
-    AnnounceBlocksRequest, AnnounceBlocksResponse, AnnounceTransactionsRequest, AnnounceTransactionsResponse, GetBlockRequest, Block as PbBlock, BroadcastBlockchainResponse,
-    GetBlocksRequest, GetFinalityRequest, GetFinalityResponse, GetMempoolRequest, GetMempoolResponse, GetPeersRequest,
-    GetPeersResponse, GetStatusRequest, GetStatusResponse, GetTransactionRequest, GetTransactionResponse, MempoolEntry,
-    PingRequest, PingResponse, SendBlockRequest, SendBlockResponse, SendTransactionsRequest, SendTransactionsResponse,
-    SendVotesRequest, SendVotesResponse, SubmitTransactionResponse, Transaction as PbTransaction, TransactionStatus,
+    AnnounceBlocksRequest, AnnounceBlocksResponse, AnnounceTransactionsRequest, AnnounceTransactionsResponse,
+    Block as PbBlock, BroadcastBlockchainResponse, GetBlockRequest, GetBlocksRequest, GetFinalityRequest,
+    GetFinalityResponse, GetMempoolRequest, GetMempoolResponse, GetPeersRequest, GetPeersResponse, GetStatusRequest,
+    GetStatusResponse, GetTransactionRequest, GetTransactionResponse, MempoolEntry, PingRequest, PingResponse,
+    SendBlockRequest, SendBlockResponse, SendTransactionsRequest, SendTransactionsResponse, SendVotesRequest,
+    SendVotesResponse, SubmitTransactionResponse, Transaction as PbTransaction, TransactionStatus,
 };
 use p2p_proto::tls::ConnInfo;
 use tonic::{Request, Response, Status, Streaming};

@@ -248,10 +248,16 @@ impl TestNode {
     pub async fn start_with(listener: tokio::net::TcpListener, config: crate::NodeConfig) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin listener");
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics listener");
         let shutdown = CancellationToken::new();
-        let listeners = crate::Listeners { p2p: listener, admin: Some(admin) };
+        let listeners = crate::Listeners { p2p: listener, admin: Some(admin), metrics: Some(metrics) };
         let running = crate::spawn(listeners, config.clone(), shutdown.clone()).await.expect("node starts");
         TestNode { addr, config, shutdown, running: Some(running) }
+    }
+
+    /// Where this node serves Prometheus metrics.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.running.as_ref().and_then(|r| r.metrics_addr).expect("metrics listener")
     }
 
     pub fn node(&self) -> &crate::NodeHandle {

@@ -23,6 +23,7 @@ pub mod conn;
 pub mod dial;
 pub mod identity;
 pub mod limits;
+pub mod metrics_http;
 pub mod serving;
 pub mod signing;
 pub mod storage;

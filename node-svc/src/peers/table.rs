@@ -335,6 +335,25 @@ impl PeerTable {
         self.lock().peers.contains_key(address)
     }
 
+    /// Peers by (state, direction), and how many; direction is `inbound`
+    /// for peers that reached us first, `outbound` for the rest.
+    pub fn census(&self) -> Vec<((&'static str, &'static str), usize)> {
+        let inner = self.lock();
+        let mut counts: std::collections::BTreeMap<(&'static str, &'static str), usize> = Default::default();
+        for p in inner.peers.values() {
+            let state = match p.state {
+                PeerState::Connecting => "connecting",
+                PeerState::Active => "active",
+                PeerState::Failing => "failing",
+                PeerState::Banned => "banned",
+                PeerState::Unspecified => "unknown",
+            };
+            let dir = if p.source == p2p_proto::node::PeerSource::Inbound { "inbound" } else { "outbound" };
+            *counts.entry((state, dir)).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     /// Whether `address` is in the table and usable (connecting or active).
     pub fn is_usable(&self, address: &str) -> bool {
         self.lock().peers.get(address).is_some_and(|p| p.is_usable())

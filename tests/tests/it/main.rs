@@ -10,6 +10,7 @@ mod hostile;
 mod node;
 mod processes;
 mod python;
+mod relay;
 mod storage;
 mod tx;
 mod verify;

@@ -1,0 +1,156 @@
+//! Block relay (headers-first announcements, fetches, eager pushes) and the
+//! Prometheus endpoint, on networks of real nodes in this process.
+
+use std::time::Duration;
+
+use node_svc::testkit::{TestNet, TestNode, all_active, converged, eventually, node_config};
+use p2p_proto::node::{AnnounceBlocksRequest, BlockHeader, BlockOutcome, GetBlockRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+const BITS: u32 = 8;
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn mine(node: &TestNode, data: &str) -> p2p_proto::node::Block {
+    let r = node.mine(data).await;
+    assert_eq!(r.outcome(), BlockOutcome::Appended);
+    r.block.expect("mined block")
+}
+
+/// One HTTP/1.1 GET; the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to metrics");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send request");
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut raw))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    (code, head.to_string(), body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, exactly as written).
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_over_http_and_counters_move() {
+    let net = TestNet::start(3, BITS).await;
+    let receiver = &net.nodes[1];
+    let (code, head, before) = http_get(receiver.metrics_addr(), "/metrics").await;
+    assert_eq!(code, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert_eq!(sample(&before, "p2p_node_tip_height"), Some(0.0));
+    assert_eq!(sample(&before, "p2p_node_blocks_stored_total"), Some(0.0));
+    assert!(
+        sample(&before, "p2p_node_peers{state=\"active\",direction=\"outbound\"}").unwrap_or(0.0)
+            + sample(&before, "p2p_node_peers{state=\"active\",direction=\"inbound\"}").unwrap_or(0.0)
+            >= 2.0,
+        "{before}"
+    );
+    assert!(before.contains("# TYPE p2p_node_block_propagation_delay_seconds histogram"), "{before}");
+    assert!(before.trim_end().ends_with("# EOF"));
+
+    for i in 0..3 {
+        mine(&net.nodes[0], &format!("block {i}")).await;
+    }
+    converged(&net.refs(), 3, WAIT).await;
+    let after = eventually(WAIT, "the receiver's metrics show the blocks", || async {
+        let (_, _, body) = http_get(receiver.metrics_addr(), "/metrics").await;
+        (sample(&body, "p2p_node_tip_height") == Some(3.0)).then_some(body)
+    })
+    .await;
+    assert_eq!(sample(&after, "p2p_node_blocks_stored_total"), Some(3.0), "{after}");
+    let arrived = ["push", "fetch"]
+        .iter()
+        .map(|via| sample(&after, &format!("p2p_node_blocks_received_total{{via=\"{via}\"}}")).unwrap_or(0.0))
+        .sum::<f64>();
+    assert!(arrived >= 3.0, "every block arrived by push or fetch: {after}");
+    assert!(sample(&after, "p2p_node_block_propagation_delay_seconds_count").unwrap_or(0.0) >= 3.0, "{after}");
+    let received_bytes = sample(&after, "p2p_node_message_bytes_total{direction=\"received\",message=\"send_block\"}")
+        .unwrap_or(0.0)
+        + sample(&after, "p2p_node_message_bytes_total{direction=\"received\",message=\"get_block\"}").unwrap_or(0.0);
+    assert!(received_bytes > 0.0, "{after}");
+    // The miner's own figures are its own: one registry per node.
+    let (_, _, miner) = http_get(net.nodes[0].metrics_addr(), "/metrics").await;
+    let relayed = sample(&miner, "p2p_node_blocks_relayed_total{kind=\"push\"}").unwrap_or(0.0)
+        + sample(&miner, "p2p_node_blocks_relayed_total{kind=\"announce\"}").unwrap_or(0.0);
+    assert!(relayed >= 3.0, "{miner}");
+    assert_eq!(sample(&miner, "p2p_node_blocks_received_total{via=\"push\"}"), Some(0.0));
+
+    let (code, _, _) = http_get(receiver.metrics_addr(), "/other").await;
+    assert_eq!(code, 404);
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn with_no_eager_peers_blocks_travel_by_announcement_and_fetch() {
+    let net = TestNet::launch(4, |dir, addr, bootstrap| {
+        let mut c = node_config(dir, addr, Some(bootstrap), BITS);
+        c.relay.initial_eager = 0;
+        c
+    })
+    .await;
+    all_active(&net.refs()).await;
+    let block = mine(&net.nodes[0], "fetched everywhere").await;
+    let tip = converged(&net.refs(), 1, WAIT).await;
+    assert_eq!(tip.hash.as_slice(), block.hash.as_slice());
+    let stats: Vec<_> = net.nodes.iter().map(|n| n.node().stats()).collect();
+    assert_eq!(stats.iter().map(|s| s.blocks_received).sum::<u64>(), 0, "nobody was pushed the block");
+    for (i, s) in stats.iter().enumerate().skip(1) {
+        assert!(s.blocks_fetched >= 1 || s.synced_blocks >= 1, "node {i} fetched it: {s:?}");
+        assert!(s.announcements_received >= 1, "node {i} heard of it first: {s:?}");
+    }
+    // A fetch grafts: the fetcher and the node it fetched from now push to each other.
+    assert!(net.nodes.iter().any(|n| !n.node().relay().eager_peers().is_empty()));
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn announcements_and_fetches_are_checked_and_bounded() {
+    let net = TestNet::start(2, BITS).await;
+    let block = mine(&net.nodes[0], "known").await;
+    converged(&net.refs(), 1, WAIT).await;
+    let mut anonymous = net.nodes[1].client().await;
+
+    // Announcements need a link that proved a node id.
+    let header = BlockHeader {
+        index: 1,
+        timestamp_unix_ms: block.timestamp_unix_ms,
+        prev_hash: block.prev_hash.clone(),
+        merkle_root: vec![0; 32],
+        bits: block.bits,
+        nonce: block.nonce,
+        hash: block.hash.clone(),
+    };
+    let err = anonymous
+        .announce_blocks(AnnounceBlocksRequest { headers: vec![header.clone()], sender: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    // Too many headers: refused before anything is checked.
+    let err =
+        anonymous.announce_blocks(AnnounceBlocksRequest { headers: vec![header; 17], sender: None }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("at most 16"), "{err:?}");
+
+    // GetBlock: a malformed hash, an unknown one, a known one.
+    let err = anonymous.get_block(GetBlockRequest { hash: vec![1; 5], ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = anonymous.get_block(GetBlockRequest { hash: vec![7; 32], ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let got = anonymous
+        .get_block(GetBlockRequest { hash: block.hash.clone(), graft: true, sender: None })
+        .await
+        .expect("a stored block")
+        .into_inner();
+    assert_eq!(got.hash, block.hash);
+    // An anonymous caller's graft changes nobody's relay set.
+    assert!(net.nodes[1].node().relay().eager_peers().len() <= 1);
+    net.stop().await;
+}
