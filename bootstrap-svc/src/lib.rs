@@ -14,12 +14,14 @@
 //!   (`store::redb`: tables, group-committing writer, paging and sampling).
 //! - [`verify`]: dialing pending registrations before they are listed.
 //! - [`lease`]: pure lease arithmetic.
+//! - [`metrics`]: Prometheus metrics (one registry per server).
 //! - [`config`], [`error`]; time comes from `p2p_proto::clock`.
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod lease;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -30,4 +32,4 @@ pub use p2p_proto::clock;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::run;
+pub use server::{run, run_with_metrics};

@@ -71,6 +71,10 @@ struct Args {
     plaintext: bool,
     #[command(flatten)]
     conn: p2p_proto::conn::ConnArgs,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this
+    /// address, e.g. 0.0.0.0:9100; off unless given.
+    #[arg(long, env = "BOOTSTRAP_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Write the address actually listened on to this file once bound
     /// (with `--listen 127.0.0.1:0`, how a script learns the port).
     #[arg(long, env = "BOOTSTRAP_ADDR_FILE")]
@@ -124,5 +128,13 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the listen address to {}", path.display()))?;
     }
     let shutdown = p2p_proto::serving::shutdown_on_signal();
-    bootstrap_svc::run(listener, config, shutdown).await.context("bootstrap server failed")
+    let metrics = match args.metrics_listen.as_deref() {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for metrics (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
+    bootstrap_svc::run_with_metrics(listener, metrics, config, shutdown).await.context("bootstrap server failed")
 }

@@ -19,17 +19,29 @@ const PURGE_BATCH: usize = 10_000;
 /// Serves the bootstrap registry on `listener` until `shutdown` is cancelled,
 /// then drains requests, ends WatchPeers streams and closes the store.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    run_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`run`], also serving Prometheus metrics (`GET /metrics`, plain HTTP)
+/// on `metrics` if given.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::storage_msg(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let path = config.data_dir.join("registry.redb");
     let opened = std::time::Instant::now();
-    let registry = {
+    let (registry, commit_metrics) = {
         let (path, clock, buffer) = (path.clone(), config.clock.clone(), config.watch_buffer);
         let window = config.signature_window.as_millis() as u64;
         let r = tokio::task::spawn_blocking(move || RedbStore::open(&path, clock, buffer, window))
             .await
             .map_err(Error::storage)??;
-        Arc::new(r) as Arc<dyn PeerStore>
+        let commits = r.commit_metrics();
+        (Arc::new(r) as Arc<dyn PeerStore>, commits)
     };
     let count = registry.count().await?;
     let local = listener.local_addr().map_err(Error::storage)?;
@@ -53,7 +65,18 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     tracing::info!(%node_id, tls = !config.plaintext, verify_registrations = config.verify_registrations, network = %config.network, "bootstrap identity");
 
     let config = Arc::new(config);
-    let service = BootstrapService::new(registry.clone(), config.clone(), &node_id, shutdown.child_token());
+    let service = BootstrapService::new(registry.clone(), config.clone(), &node_id, shutdown.child_token())
+        .with_commit_metrics(commit_metrics);
+    service.refresh_gauges().await;
+    let metrics_task = match metrics {
+        Some(l) => {
+            let addr = l.local_addr().map_err(Error::storage)?;
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            let registry = Arc::new(service.metrics().registry());
+            Some(tokio::spawn(p2p_proto::metrics_http::serve(l, registry, shutdown.child_token())))
+        }
+        None => None,
+    };
     let verifier = config.verify_registrations.then(|| {
         tokio::spawn(crate::verify::run(registry.clone(), config.clone(), client_tls, shutdown.child_token()))
     });
@@ -90,6 +113,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         let _ = v.await;
     }
     let _ = health_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     registry.close().await;
     tracing::info!("bootstrap registry stopped");
     served.map_err(|e| Error::storage_msg(format!("server failed: {e}")))
@@ -114,5 +140,6 @@ async fn purge_loop(
             Err(e) => tracing::warn!(error = %e, "purging expired leases failed; will retry"),
         }
         service.forget_idle_clients();
+        service.refresh_gauges().await;
     }
 }

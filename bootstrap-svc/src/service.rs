@@ -35,6 +35,7 @@ pub struct BootstrapService {
     /// This bootstrap's node id (what its TLS certificate proves).
     node_id: Arc<str>,
     shutdown: CancellationToken,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Per-client rate limits, one per kind of call. Keys are clients (an IPv4
@@ -94,7 +95,34 @@ impl BootstrapService {
             config.max_watchers_per_client,
             config.conn.v6_prefix,
         );
-        BootstrapService { registry, config, limits, watchers, node_id: node_id.into(), shutdown }
+        BootstrapService {
+            registry,
+            config,
+            limits,
+            watchers,
+            node_id: node_id.into(),
+            shutdown,
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    /// Uses the store writer's batch and commit histograms.
+    pub fn with_commit_metrics(mut self, commits: crate::metrics::CommitMetrics) -> Self {
+        self.metrics.commits = commits;
+        self
+    }
+
+    /// This service's metrics (shared with whoever serves them).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Refreshes the gauges that are read rather than counted.
+    pub async fn refresh_gauges(&self) {
+        self.metrics.watchers.set(self.watchers.in_use() as i64);
+        if let Ok(n) = self.registry.count().await {
+            self.metrics.registrations.set(n as i64);
+        }
     }
 
     /// Forgets rate-limit state of clients that have been quiet for a while,
@@ -134,9 +162,8 @@ fn ip_label(ip: Option<IpAddr>) -> String {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<PeerEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Bootstrap for BootstrapService {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+impl BootstrapService {
+    async fn register_call(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         let ip = client_ip(&request);
         self.check_rate(&self.limits.register, ip)?;
         let req = request.into_inner();
@@ -182,34 +209,7 @@ impl Bootstrap for BootstrapService {
         }))
     }
 
-    async fn get_peers(&self, request: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
-        self.check_rate(&self.limits.get_peers, client_ip(&request))?;
-        let req = request.into_inner();
-        let limit = match req.limit {
-            0 => self.config.default_peers_limit,
-            n => n.min(self.config.max_peers_limit),
-        } as usize;
-        let exclude = match req.exclude_address.as_str() {
-            "" => None,
-            a => Some(canonical_address("exclude_address", a)?),
-        };
-        if req.random {
-            let (peers, total) = self.registry.sample(limit, exclude).await?;
-            return Ok(Response::new(GetPeersResponse { peers, next_page_token: String::new(), total }));
-        }
-        let after = match req.page_token.as_str() {
-            "" => None,
-            t => Some(decode_page_token(t)?),
-        };
-        let page = self.registry.page(after, limit, exclude, req.include_pending).await?;
-        Ok(Response::new(GetPeersResponse {
-            peers: page.peers,
-            next_page_token: page.next_after.map(|a| hex::encode(a.as_bytes())).unwrap_or_default(),
-            total: page.total,
-        }))
-    }
-
-    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+    async fn remove_call(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         let ip = client_ip(&request);
         self.check_rate(&self.limits.remove, ip)?;
         let req = request.into_inner();
@@ -244,6 +244,47 @@ impl Bootstrap for BootstrapService {
         let message = if removed { format!("removed {address}") } else { format!("{address} was not registered") };
         Ok(Response::new(RemoveResponse { removed, message }))
     }
+}
+
+#[tonic::async_trait]
+impl Bootstrap for BootstrapService {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let result = self.register_call(request).await;
+        crate::metrics::Metrics::count(&self.metrics.registers, &result);
+        result
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        let result = self.remove_call(request).await;
+        crate::metrics::Metrics::count(&self.metrics.removes, &result);
+        result
+    }
+    async fn get_peers(&self, request: Request<GetPeersRequest>) -> Result<Response<GetPeersResponse>, Status> {
+        self.check_rate(&self.limits.get_peers, client_ip(&request))?;
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => self.config.default_peers_limit,
+            n => n.min(self.config.max_peers_limit),
+        } as usize;
+        let exclude = match req.exclude_address.as_str() {
+            "" => None,
+            a => Some(canonical_address("exclude_address", a)?),
+        };
+        if req.random {
+            let (peers, total) = self.registry.sample(limit, exclude).await?;
+            return Ok(Response::new(GetPeersResponse { peers, next_page_token: String::new(), total }));
+        }
+        let after = match req.page_token.as_str() {
+            "" => None,
+            t => Some(decode_page_token(t)?),
+        };
+        let page = self.registry.page(after, limit, exclude, req.include_pending).await?;
+        Ok(Response::new(GetPeersResponse {
+            peers: page.peers,
+            next_page_token: page.next_after.map(|a| hex::encode(a.as_bytes())).unwrap_or_default(),
+            total: page.total,
+        }))
+    }
 
     async fn get_info(&self, _request: Request<GetInfoRequest>) -> Result<Response<GetInfoResponse>, Status> {
         Ok(Response::new(GetInfoResponse {
@@ -265,18 +306,23 @@ impl Bootstrap for BootstrapService {
             .watchers
             .try_acquire(client_ip(&request))
             .map_err(|refused| Error::ResourceExhausted(format!("{refused}; poll GetPeers instead")))?;
+        self.metrics.watchers.set(self.watchers.in_use() as i64);
         let clock = self.config.clock.clone();
+        let lagged = self.metrics.lagged_events.clone();
         let events = BroadcastStream::new(self.registry.subscribe()).map(move |item| {
             // The permit lives as long as the stream.
             let _permit = &permit;
             Ok(match item {
                 Ok(ev) => ev,
-                Err(BroadcastStreamRecvError::Lagged(missed)) => PeerEvent {
-                    kind: PeerEventKind::Lagged as i32,
-                    peer: None,
-                    missed,
-                    at_unix_ms: clock.now_unix_ms(),
-                },
+                Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                    lagged.inc_by(missed);
+                    PeerEvent {
+                        kind: PeerEventKind::Lagged as i32,
+                        peer: None,
+                        missed,
+                        at_unix_ms: clock.now_unix_ms(),
+                    }
+                }
             })
         });
         // End the stream on shutdown, or graceful shutdown would wait on it forever.

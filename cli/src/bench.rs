@@ -51,6 +51,13 @@ pub enum BenchCmd {
         /// Draw the arrival curve (fraction of nodes vs time) as SVG.
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
+        /// How long an announced block waits for an expected push before it
+        /// is fetched (default: the node's).
+        #[arg(long)]
+        graft_wait_ms: Option<u64>,
+        /// Peers each node pushes to in full at the start (default: the node's).
+        #[arg(long)]
+        initial_eager: Option<usize>,
     },
     /// Finality across N in-process validator nodes: time from a block that
     /// makes a checkpoint votable to final on every node, and vote messages.
@@ -149,8 +156,11 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::Sync { blocks, difficulty_bits } => crate::bench_node::sync(blocks.max(1), difficulty_bits).await,
-        BenchCmd::Propagation { nodes, blocks, difficulty_bits, plot } => {
-            crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits, plot).await
+        BenchCmd::Propagation { nodes, blocks, difficulty_bits, plot, graft_wait_ms, initial_eager } => {
+            let mut relay = node_svc::relay::RelayConfig::default();
+            relay.graft_wait_ms = graft_wait_ms.unwrap_or(relay.graft_wait_ms);
+            relay.initial_eager = initial_eager.unwrap_or(relay.initial_eager);
+            crate::bench_node::propagation(nodes.max(2), blocks.max(1), difficulty_bits, plot, relay).await
         }
         BenchCmd::Finality { validators, checkpoints, difficulty_bits } => {
             crate::bench_node::finality(validators.max(1), checkpoints.max(1), difficulty_bits).await

@@ -183,9 +183,15 @@ pub async fn propagation(
     rounds: usize,
     bits: u32,
     plot: Option<std::path::PathBuf>,
+    relay: node_svc::relay::RelayConfig,
 ) -> anyhow::Result<()> {
     use node_svc::chain::ChainEvent;
-    let (net, all) = mesh(nodes, bits, |dir, addr| bench_config(dir, addr, bits, 500)).await?;
+    let (net, all) = mesh(nodes, bits, |dir, addr| {
+        let mut c = bench_config(dir, addr, bits, 500);
+        c.relay = relay;
+        c
+    })
+    .await?;
     // Microseconds from 1 us to an hour.
     let mut times = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut arrivals_ms: Vec<f64> = Vec::new();
@@ -270,9 +276,11 @@ pub async fn propagation(
     };
     let eager: f64 = all.iter().map(|n| n.relay().eager_peers().len() as f64).sum::<f64>() / nodes as f64;
     println!(
-        "propagation over {nodes} nodes (joined via the bootstrap, relay degree {}), {rounds} blocks: median {:.1}ms, p99 {:.1}ms, \
+        "propagation over {nodes} nodes (joined via the bootstrap, relay degree {}, graft wait {}ms, {} initially eager), {rounds} blocks: median {:.1}ms, p99 {:.1}ms, \
          max {:.1}ms to reach all (from relayable at the miner to committed everywhere)",
         NodeConfig::new(".", "x:1").gossip_fanout,
+        relay.graft_wait_ms,
+        relay.initial_eager,
         q(0.5),
         q(0.99),
         times.max() as f64 / 1000.0,

@@ -7,6 +7,7 @@ mod bench_tx;
 mod bootstrap;
 mod connect;
 mod devnet;
+mod graph;
 mod node;
 mod output;
 mod plot;

@@ -68,6 +68,18 @@ pub enum NodeCmd {
 pub enum NetworkCmd {
     /// Ask the bootstrap for peers, then every node for its status.
     Status,
+    /// Draw the live topology: nodes from the bootstrap, edges from each
+    /// node's active peers, colour by tip (green: the tip with the most
+    /// work; orange: another; grey: unreachable).
+    Graph {
+        /// dot (Graphviz source), svg (drawn in-process by layout-rs), or
+        /// png (needs Graphviz's `dot` installed).
+        #[arg(long, default_value = "dot", value_parser = ["dot", "svg", "png"])]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn short(hash: &[u8]) -> String {
@@ -430,7 +442,14 @@ fn source_name(s: PeerSource) -> &'static str {
 
 /// `p2pctl network status`.
 pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow::Result<()> {
-    let NetworkCmd::Status = cmd;
+    match cmd {
+        NetworkCmd::Status => network_status(bootstrap, json_out).await,
+        NetworkCmd::Graph { format, output } => network_graph(bootstrap, &format, output).await,
+    }
+}
+
+/// Every registered node, as `id@address` where the registration is key-bound.
+async fn registered(bootstrap: &str) -> anyhow::Result<Vec<String>> {
     let mut client = BootstrapClient::new(connect::channel("bootstrap", bootstrap).await?);
     let mut addresses = Vec::new();
     let mut token = String::new();
@@ -451,6 +470,59 @@ pub async fn network(bootstrap: &str, cmd: NetworkCmd, json_out: bool) -> anyhow
         }
         token = r.next_page_token;
     }
+    Ok(addresses)
+}
+
+async fn network_graph(bootstrap: &str, format: &str, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let targets = registered(bootstrap).await?;
+    let seen = futures::future::join_all(targets.iter().map(|t| async move {
+        let address = p2p_proto::dial::Target::parse(t).map(|t| t.address).unwrap_or_else(|_| t.clone());
+        let ask = async {
+            let mut c = NodeClient::new(connect::channel("node", t).await?);
+            let s = c.get_status(GetStatusRequest {}).await.map_err(connect::status)?.into_inner();
+            let peers = c
+                .get_peers(p2p_proto::node::GetPeersRequest { limit: 1000 })
+                .await
+                .map_err(connect::status)?
+                .into_inner()
+                .peers;
+            anyhow::Ok(crate::graph::NodeView {
+                node_id: s.node_id,
+                height: s.height,
+                tip: s.tip_hash,
+                work: work_from_bytes(&s.cumulative_work),
+                active_peers: peers
+                    .into_iter()
+                    .filter(|p| p.state == p2p_proto::node::PeerState::Active as i32)
+                    .map(|p| p.address)
+                    .collect(),
+            })
+        };
+        let status = tokio::time::timeout(Duration::from_secs(5), ask).await.ok().and_then(Result::ok);
+        crate::graph::Seen { address, status }
+    }))
+    .await;
+    let dot = crate::graph::to_dot(&seen);
+    let bytes = match format {
+        "svg" => crate::graph::dot_to_svg(&dot)?.into_bytes(),
+        "png" => crate::graph::dot_to_png(&dot)?,
+        _ => dot.into_bytes(),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} ({} nodes)", path.display(), seen.len());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
+    Ok(())
+}
+
+async fn network_status(bootstrap: &str, json_out: bool) -> anyhow::Result<()> {
+    let addresses = registered(bootstrap).await?;
     let statuses = futures::future::join_all(addresses.iter().map(|a| async move {
         let ask = async {
             let mut c = NodeClient::new(connect::channel("node", a).await?);

@@ -32,9 +32,11 @@ pub enum SimCmd {
         /// Link bandwidth (a full block's transfer time adds to its latency).
         #[arg(long, default_value_t = 100)]
         bandwidth_mbit: u64,
-        /// How long an announced block waits for an eager push before it is fetched.
-        #[arg(long, default_value_t = 300)]
-        graft_wait_ms: u64,
+        /// How long an announced block waits for an expected push before it
+        /// is fetched (default: 10 link latencies; shorter is faster and
+        /// grows more redundant links, so more duplicates).
+        #[arg(long)]
+        graft_wait_ms: Option<u64>,
         /// Peers pushed to in full at the start.
         #[arg(long, default_value_t = 3)]
         initial_eager: usize,
@@ -72,7 +74,11 @@ pub fn run(cmd: SimCmd) -> anyhow::Result<()> {
         bandwidth_bytes_per_ms: (bandwidth_mbit * 1_000_000 / 8 / 1000).max(1),
         blocks,
         seed,
-        relay: RelayConfig { graft_wait_ms, initial_eager, ..RelayConfig::default() },
+        relay: RelayConfig {
+            graft_wait_ms: graft_wait_ms.unwrap_or((latency_ms * 10.0) as u64),
+            initial_eager,
+            ..RelayConfig::default()
+        },
         timeout_ms: 60_000,
     };
     let started = std::time::Instant::now();
@@ -87,9 +93,10 @@ pub fn run(cmd: SimCmd) -> anyhow::Result<()> {
         t[i] as f64 / 1000.0
     };
     println!(
-        "simulated {nodes} nodes ({} links, degree >= {degree}), {latency_ms}ms links, seed {seed}, {blocks} blocks in {:.2}s: \
+        "simulated {nodes} nodes ({} links, degree >= {degree}), {latency_ms}ms links, graft wait {}ms, seed {seed}, {blocks} blocks in {:.2}s: \
          time to all p50 {:.1}ms, p99 {:.1}ms, max {:.1}ms; {} blocks stuck",
         report.edges,
+        cfg.relay.graft_wait_ms,
         started.elapsed().as_secs_f64(),
         q(0.5),
         q(0.99),

@@ -130,6 +130,8 @@ impl ReservedPort {
 #[derive(Debug)]
 pub struct TestBootstrap {
     pub addr: SocketAddr,
+    /// Where it serves Prometheus metrics.
+    pub metrics_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub plaintext: bool,
     shutdown: CancellationToken,
@@ -152,8 +154,10 @@ impl TestBootstrap {
         let addr = listener.local_addr().expect("local addr");
         let (data_dir, plaintext) = (config.data_dir.clone(), config.plaintext);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(bootstrap_svc::run(listener, config, shutdown.clone()));
-        TestBootstrap { addr, data_dir, plaintext, shutdown, task: Some(task) }
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind metrics listener");
+        let metrics_addr = metrics.local_addr().expect("local addr");
+        let task = tokio::spawn(bootstrap_svc::run_with_metrics(listener, Some(metrics), config, shutdown.clone()));
+        TestBootstrap { addr, metrics_addr, data_dir, plaintext, shutdown, task: Some(task) }
     }
 
     /// `host:port`, what nodes are given as `--bootstrap`.

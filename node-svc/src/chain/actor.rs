@@ -369,7 +369,14 @@ mod tests {
         let blocks = chain_of(&p, 3, NOW - 1000);
         let from = Origin::Gossip { from: Some("a:1".into()) };
         chain.accept(blocks[1..].to_vec(), from.clone()).await.unwrap();
-        // One event for the batch: its final tip.
+        // One event for the batch: its final tip, announced as valid before
+        // the commit (for relay) and as the tip after it.
+        match events.try_recv() {
+            Ok(ChainEvent::TipValidated { block, origin }) => {
+                assert_eq!((block.hash, origin), (blocks[3].hash, from.clone()))
+            }
+            other => panic!("expected TipValidated, got {other:?}"),
+        }
         assert_eq!(next_tip(&mut events), (blocks[3].hash, from));
         assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
         // A duplicate or a side branch moves nothing and says nothing.
@@ -474,6 +481,7 @@ mod tests {
         let verdicts = chain.retry_early().await.unwrap();
         assert_eq!(verdicts.len(), 2);
         assert_eq!(chain.tip().await.unwrap().hash, early[2].hash);
+        assert!(matches!(events.try_recv(), Ok(ChainEvent::TipValidated { .. })));
         assert!(matches!(events.try_recv(), Ok(ChainEvent::TipChanged { .. })));
     }
 

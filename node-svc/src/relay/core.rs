@@ -14,8 +14,8 @@
 //!   What remains eager converges on a tree of who delivers first: each node
 //!   ends up fed in full by one peer, the one that was fastest.
 //! - An announced block we lack is fetched from the first announcer, after
-//!   [`RelayConfig::graft_wait_ms`] if an eager push may be on its way, at
-//!   once if none is; a fetch unanswered for [`RelayConfig::fetch_timeout_ms`]
+//!   [`RelayConfig::graft_wait_ms`] if an eager peer that has pushed to us
+//!   before may be sending it, at once if none is; a fetch unanswered for [`RelayConfig::fetch_timeout_ms`]
 //!   goes to the next announcer. A fetch *grafts*: the peer we fetched from
 //!   makes us eager, so the tree repairs itself where it broke.
 //!
@@ -79,6 +79,9 @@ struct PeerState {
     /// A tree edge: we push full blocks to this peer, and expect it to
     /// push to us.
     eager: bool,
+    /// It has pushed a block to us since it became eager: a push from it
+    /// is worth waiting for.
+    pushes_us: bool,
 }
 
 #[derive(Debug)]
@@ -176,7 +179,7 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
             return;
         }
         let eager = self.peers.values().filter(|s| s.eager).count() < self.config.initial_eager;
-        self.peers.insert(peer, PeerState { eager });
+        self.peers.insert(peer, PeerState { eager, pushes_us: false });
     }
 
     /// A peer went away: forget its roles; fetches it owed go elsewhere on
@@ -206,6 +209,7 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
                 self.counts.grafts += 1;
             }
             s.eager = true;
+            s.pushes_us |= pushed;
         }
         let missing = self.missing.remove(&id);
         if self.known.contains_key(&id) {
@@ -262,6 +266,7 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
                 self.counts.prunes += 1;
             }
             s.eager = false;
+            s.pushes_us = false;
         }
         self.remember(id, from);
         self.missing.remove(&id);
@@ -274,6 +279,7 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
                 self.counts.prunes += 1;
             }
             s.eager = false;
+            s.pushes_us = false;
         }
         self.remember(id, to);
     }
@@ -298,7 +304,9 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
             self.remember(id, from);
             return Vec::new();
         }
-        let fed = self.peers.values().any(|s| s.eager);
+        // Wait for a push only from a peer that has pushed to us before:
+        // an eager link the other side has not taken up yet feeds nobody.
+        let fed = self.peers.values().any(|s| s.eager && s.pushes_us);
         let wait = if fed { self.config.graft_wait_ms } else { 0 };
         match self.missing.get_mut(&id) {
             Some(m) => {
@@ -475,10 +483,13 @@ mod tests {
         let mut r = lazy(&[1, 2]);
         // No eager link: fetch at once, from the announcer.
         assert_eq!(r.announced(id(1), &2, 100), vec![Action::Fetch { from: 2, id: id(1), graft: true }]);
-        // The fetch grafted: peer 2 is now a tree edge, so announcements
-        // from others wait for its push.
+        // The fetch grafted: peer 2 is now a tree edge, but it has not
+        // pushed anything to us yet, so nothing is worth waiting for.
         let _ = r.validated(id(1), Some(&2), false);
         assert_eq!(r.eager_peers(), vec![2]);
+        assert_eq!(r.announced(id(9), &1, 500), vec![Action::Fetch { from: 1, id: id(9), graft: true }]);
+        let _ = r.validated(id(9), Some(&1), false);
+        // Peer 1 pushes to us: from now on announcements wait for a push.
         let _ = r.validated(id(2), Some(&1), true);
         assert!(r.announced(id(3), &2, 1_000).is_empty());
         assert_eq!(r.next_deadline(), Some(1_000 + r.config().graft_wait_ms));

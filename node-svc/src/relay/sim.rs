@@ -47,9 +47,9 @@ impl Default for SimConfig {
             bandwidth_bytes_per_ms: 12_500, // 100 Mbit/s
             blocks: 20,
             seed: 1,
-            // Plumtree's timer: several link latencies, or every slow
-            // branch of the tree grows a redundant link.
-            relay: RelayConfig { graft_wait_ms: 300, ..RelayConfig::default() },
+            // Plumtree's timer: ten link latencies; shorter, and every slow
+            // branch of the tree grows a redundant link (more duplicates).
+            relay: RelayConfig { graft_wait_ms: 500, ..RelayConfig::default() },
             timeout_ms: 60_000,
         }
     }

@@ -85,6 +85,17 @@ async fn metrics_are_scraped_over_http_and_counters_move() {
 
     let (code, _, _) = http_get(receiver.metrics_addr(), "/other").await;
     assert_eq!(code, 404);
+
+    // The bootstrap's registry: the three nodes registered (and refresh).
+    let boot = net.bootstrap.metrics_addr;
+    let body = eventually(WAIT, "the bootstrap counts its registrations", || async move {
+        let (_, _, body) = http_get(boot, "/metrics").await;
+        (sample(&body, "p2p_bootstrap_registrations") == Some(3.0)).then_some(body)
+    })
+    .await;
+    assert!(sample(&body, "p2p_bootstrap_register_requests_total{outcome=\"ok\"}").unwrap_or(0.0) >= 3.0, "{body}");
+    assert!(sample(&body, "p2p_bootstrap_commit_batch_size_count").unwrap_or(0.0) >= 1.0, "{body}");
+    assert!(sample(&body, "p2p_bootstrap_commit_duration_seconds_sum").unwrap_or(0.0) > 0.0, "{body}");
     net.stop().await;
 }
 

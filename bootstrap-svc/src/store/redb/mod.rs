@@ -67,6 +67,14 @@ pub struct RedbStore {
     clock: Arc<dyn Clock>,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     registry_id: RegistryId,
+    commit_metrics: crate::metrics::CommitMetrics,
+}
+
+impl RedbStore {
+    /// The writer's batch size and commit latency histograms.
+    pub fn commit_metrics(&self) -> crate::metrics::CommitMetrics {
+        self.commit_metrics.clone()
+    }
 }
 
 impl RedbStore {
@@ -118,11 +126,12 @@ impl RedbStore {
         let db = Arc::new(DbSlot(RedbCell::new("registry", path, db)));
         let (events, _) = broadcast::channel(event_buffer.max(1));
         let (writes, rx) = mpsc::channel(4 * MAX_BATCH);
+        let commit_metrics = crate::metrics::CommitMetrics::default();
         let writer = {
-            let (db, events, clock) = (db.clone(), events.clone(), clock.clone());
+            let (db, events, clock, metrics) = (db.clone(), events.clone(), clock.clone(), commit_metrics.clone());
             std::thread::Builder::new()
                 .name("registry-writer".into())
-                .spawn(move || writer::run(db, rx, events, clock, replay_window_ms))
+                .spawn(move || writer::run(db, rx, events, clock, replay_window_ms, metrics))
                 .map_err(Error::storage)?
         };
         Ok(RedbStore {
@@ -132,6 +141,7 @@ impl RedbStore {
             clock,
             writer: std::sync::Mutex::new(Some(writer)),
             registry_id,
+            commit_metrics,
         })
     }
 

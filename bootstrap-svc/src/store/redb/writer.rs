@@ -37,6 +37,7 @@ pub(super) fn run(
     events: broadcast::Sender<PeerEvent>,
     clock: Arc<dyn Clock>,
     replay_window_ms: u64,
+    metrics: crate::metrics::CommitMetrics,
 ) {
     loop {
         let first = if slot.is_healthy() {
@@ -82,8 +83,11 @@ pub(super) fn run(
             }
         }
         let ops = batch.len();
+        let started = std::time::Instant::now();
         let (replies, outcome) = apply_batch(&db, batch, clock.now_unix_ms(), replay_window_ms);
         drop(db);
+        metrics.batch_size.observe(ops as f64);
+        metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         match &outcome {
             Ok(_) => tracing::trace!(ops, "registry batch committed"),
             Err(e) => {
