@@ -195,6 +195,7 @@ pub async fn propagation(
     // Microseconds from 1 us to an hour.
     let mut times = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut arrivals_ms: Vec<f64> = Vec::new();
+    let mut times_list: Vec<f64> = Vec::new();
     let mut per_block = Vec::new();
     let bar = progress(rounds as u64, "blocks propagated");
     for r in 0..rounds {
@@ -244,6 +245,7 @@ pub async fn propagation(
             }
         }
         times.saturating_record(last.as_micros() as u64);
+        times_list.push(last.as_secs_f64() * 1000.0);
         // Let in-flight messages (answers, late duplicates) land before counting.
         let total =
             |f: fn(&node_svc::metrics::StatsSnapshot) -> u64| -> u64 { all.iter().map(|n| f(&n.stats())).sum() };
@@ -302,6 +304,23 @@ pub async fn propagation(
             avg(5, 3)
         );
     }
+    let c = all.iter().map(|n| n.relay().counts()).fold(node_svc::relay::RelayCounts::default(), |mut a, c| {
+        a.pushes += c.pushes;
+        a.announces += c.announces;
+        a.fetches += c.fetches;
+        a.fetch_timeouts += c.fetch_timeouts;
+        a.duplicates += c.duplicates;
+        a.prunes += c.prunes;
+        a.grafts += c.grafts;
+        a.unfed += c.unfed;
+        a
+    });
+    println!(
+        "relay decisions in all: {} pushes, {} announcements, {} fetches ({} timed out, {} at once: no pusher expected), {} duplicates seen, {} links pruned, {} grafted",
+        c.pushes, c.announces, c.fetches, c.fetch_timeouts, c.unfed, c.duplicates, c.prunes, c.grafts
+    );
+    let per_block: Vec<String> = times_list.iter().map(|t| format!("{t:.0}")).collect();
+    println!("time to all per block (ms): {}", per_block.join(" "));
     if let Some(path) = plot {
         let curve = crate::plot::Curve {
             label: format!("bench, {nodes} nodes, {rounds} blocks"),

@@ -44,6 +44,9 @@ pub const MAX_ANNOUNCED: usize = 16;
 /// Recently relayed blocks kept in memory for GetBlock (they may not be
 /// committed yet when a peer asks).
 const RECENT: usize = 32;
+/// Blocks being handed to the chain at once (pushed or fetched), tracked so
+/// announcements of them fetch nothing meanwhile.
+const MAX_ARRIVING: usize = 256;
 /// A peer worker with nothing to do for this long ends.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 
@@ -101,8 +104,30 @@ pub struct BlockRelay {
     core: Mutex<Relay<String>>,
     recent: Mutex<VecDeque<Arc<Block>>>,
     queues: Mutex<HashMap<String, mpsc::Sender<Out>>>,
+    /// Blocks the chain is checking now (with how many copies).
+    arriving: Arc<Mutex<HashMap<Hash, usize>>>,
     /// Wakes the timer when the core may have an earlier deadline.
     wake: Notify,
+}
+
+/// A block on its way into the chain; dropped when the chain has answered.
+#[derive(Debug)]
+pub struct Arriving {
+    id: Option<Hash>,
+    set: Arc<Mutex<HashMap<Hash, usize>>>,
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        let Some(id) = self.id else { return };
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = set.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                set.remove(&id);
+            }
+        }
+    }
 }
 
 impl BlockRelay {
@@ -111,12 +136,28 @@ impl BlockRelay {
             core: Mutex::new(Relay::new(config)),
             recent: Mutex::new(VecDeque::new()),
             queues: Mutex::new(HashMap::new()),
+            arriving: Arc::new(Mutex::new(HashMap::new())),
             wake: Notify::new(),
         }
     }
 
     fn core(&self) -> MutexGuard<'_, Relay<String>> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `id` as being checked by the chain until the guard drops
+    /// (not tracked once [`MAX_ARRIVING`] blocks are).
+    pub fn arriving(&self, id: Hash) -> Arriving {
+        let mut set = self.arriving.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= MAX_ARRIVING && !set.contains_key(&id) {
+            return Arriving { id: None, set: self.arriving.clone() };
+        }
+        *set.entry(id).or_default() += 1;
+        Arriving { id: Some(id), set: self.arriving.clone() }
+    }
+
+    fn is_arriving(&self, id: &Hash) -> bool {
+        self.arriving.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
     /// A block relayed recently, if still held.
@@ -465,7 +506,7 @@ pub(crate) async fn announced(node: &NodeHandle, peer: &str, headers: Vec<(Hash,
     {
         let core = node.relay().core();
         for (id, height) in headers {
-            if !core.knows(&id) {
+            if !core.knows(&id) && !node.relay().is_arriving(&id) {
                 fresh.push((id, height));
             }
         }

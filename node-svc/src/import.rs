@@ -67,7 +67,11 @@ impl NodeHandle {
                 return Err(e.into());
             }
         };
-        let verdicts = self.offer(vec![block], Origin::Gossip { from: from.clone() }).await?;
+        // While the chain checks it, announcements of it fetch nothing.
+        let arriving = self.relay().arriving(block.hash);
+        let verdicts = self.offer(vec![block], Origin::Gossip { from: from.clone() }).await;
+        drop(arriving);
+        let verdicts = verdicts?;
         let tip = self.chain().tip().await?;
         match verdicts.into_iter().next() {
             Some(Ok(a)) => {
@@ -124,7 +128,10 @@ impl NodeHandle {
                 return Err(e.into());
             }
         };
-        let verdicts = self.offer(vec![block], Origin::Fetched { from: culprit.clone() }).await?;
+        let arriving = self.relay().arriving(block.hash);
+        let verdicts = self.offer(vec![block], Origin::Fetched { from: culprit.clone() }).await;
+        drop(arriving);
+        let verdicts = verdicts?;
         match verdicts.into_iter().next() {
             Some(Ok(a)) => match a.outcome {
                 Outcome::Duplicate => {

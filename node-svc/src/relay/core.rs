@@ -8,7 +8,8 @@
 //!   it. Nobody is told twice: peers that announced or sent a block to us,
 //!   or that we sent it to, are remembered per block.
 //! - A peer starts eager if fewer than [`RelayConfig::initial_eager`] peers
-//!   are (about three, as BIP152's high-bandwidth peers); the rest are lazy.
+//!   are (about three, as BIP152's high-bandwidth peers) and no peer feeds
+//!   us yet; the rest start lazy.
 //! - A push answered "duplicate" makes that peer lazy (the sender sees the
 //!   answer; the receiver knows it too and stops counting on the sender).
 //!   What remains eager converges on a tree of who delivers first: each node
@@ -79,8 +80,8 @@ struct PeerState {
     /// A tree edge: we push full blocks to this peer, and expect it to
     /// push to us.
     eager: bool,
-    /// It has pushed a block to us since it became eager: a push from it
-    /// is worth waiting for.
+    /// It has pushed a block to us, or we grafted onto it, since it became
+    /// eager: a push from it is worth waiting for.
     pushes_us: bool,
 }
 
@@ -107,6 +108,8 @@ pub struct RelayCounts {
     pub prunes: u64,
     /// Peers made eager by their fetch.
     pub grafts: u64,
+    /// Announced blocks fetched without waiting (no peer was expected to push).
+    pub unfed: u64,
 }
 
 /// The relay state of one node; `P` names a peer.
@@ -178,7 +181,10 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
         if self.peers.contains_key(&peer) {
             return;
         }
-        let eager = self.peers.values().filter(|s| s.eager).count() < self.config.initial_eager;
+        // Eager at first, to get going; once in the tree (someone pushes to
+        // us), new links start lazy and are grafted when they prove faster.
+        let in_tree = self.peers.values().any(|s| s.eager && s.pushes_us);
+        let eager = !in_tree && self.peers.values().filter(|s| s.eager).count() < self.config.initial_eager;
         self.peers.insert(peer, PeerState { eager, pushes_us: false });
     }
 
@@ -209,7 +215,9 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
                 self.counts.grafts += 1;
             }
             s.eager = true;
-            s.pushes_us |= pushed;
+            // Pushed to us, or fetched from it (every fetch grafts): it
+            // pushes to us from now on.
+            s.pushes_us = true;
         }
         let missing = self.missing.remove(&id);
         if self.known.contains_key(&id) {
@@ -321,6 +329,9 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
                 }
                 let m = Missing { announcers: VecDeque::from([from.clone()]), asked: None, not_before: now + wait };
                 self.missing.insert(id, m);
+                if !fed {
+                    self.counts.unfed += 1;
+                }
             }
         }
         self.tick(now)
@@ -480,27 +491,28 @@ mod tests {
 
     #[test]
     fn unfed_nodes_fetch_at_once_fed_ones_wait_for_the_push() {
-        let mut r = lazy(&[1, 2]);
-        // No eager link: fetch at once, from the announcer.
+        // We push to both (they start eager), but neither pushes to us yet.
+        let mut r = relay(&[1, 2]);
         assert_eq!(r.announced(id(1), &2, 100), vec![Action::Fetch { from: 2, id: id(1), graft: true }]);
-        // The fetch grafted: peer 2 is now a tree edge, but it has not
-        // pushed anything to us yet, so nothing is worth waiting for.
+        assert_eq!(r.counts().unfed, 1);
+        // The fetch grafted onto peer 2: from now on announcements wait for its push.
         let _ = r.validated(id(1), Some(&2), false);
-        assert_eq!(r.eager_peers(), vec![2]);
-        assert_eq!(r.announced(id(9), &1, 500), vec![Action::Fetch { from: 1, id: id(9), graft: true }]);
-        let _ = r.validated(id(9), Some(&1), false);
-        // Peer 1 pushes to us: from now on announcements wait for a push.
-        let _ = r.validated(id(2), Some(&1), true);
-        assert!(r.announced(id(3), &2, 1_000).is_empty());
+        assert!(r.announced(id(3), &1, 1_000).is_empty());
         assert_eq!(r.next_deadline(), Some(1_000 + r.config().graft_wait_ms));
         // The push came: nothing to fetch.
         let _ = r.validated(id(3), Some(&2), true);
         assert!(r.tick(10_000).is_empty());
         assert_eq!(r.missing_count(), 0);
         // It did not come: fetch once the wait is over.
-        assert!(r.announced(id(4), &2, 20_000).is_empty());
+        assert!(r.announced(id(4), &1, 20_000).is_empty());
         assert!(r.tick(20_000 + r.config().graft_wait_ms - 1).is_empty());
-        assert_eq!(r.tick(20_000 + r.config().graft_wait_ms), vec![Action::Fetch { from: 2, id: id(4), graft: true }]);
+        assert_eq!(r.tick(20_000 + r.config().graft_wait_ms), vec![Action::Fetch { from: 1, id: id(4), graft: true }]);
+        // Its push turned out a duplicate: it no longer feeds us, so the
+        // next announcement is fetched at once.
+        let _ = r.validated(id(4), Some(&1), false);
+        r.duplicate(id(4), &2, true);
+        r.duplicate(id(4), &1, true);
+        assert_eq!(r.announced(id(5), &1, 30_000), vec![Action::Fetch { from: 1, id: id(5), graft: true }]);
     }
 
     #[test]
