@@ -196,6 +196,7 @@ pub async fn propagation(
     let mut times = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut arrivals_ms: Vec<f64> = Vec::new();
     let mut times_list: Vec<f64> = Vec::new();
+    let mut last_nodes: Vec<usize> = Vec::new();
     let mut per_block = Vec::new();
     let bar = progress(rounds as u64, "blocks propagated");
     for r in 0..rounds {
@@ -234,16 +235,19 @@ pub async fn propagation(
         }
         let start =
             seen[miner].0.map(|(t, _)| t).ok_or_else(|| anyhow::anyhow!("the miner never validated its block"))?;
-        let mut last = Duration::ZERO;
+        let (mut last, mut last_node) = (Duration::ZERO, miner);
         for (i, (_, committed)) in seen.iter().enumerate() {
             let (t, h) = committed.ok_or_else(|| anyhow::anyhow!("node {i} never got the block"))?;
             anyhow::ensure!(h == hash, "node {i} moved to another tip");
             if i != miner {
                 let d = t.saturating_duration_since(start);
                 arrivals_ms.push(d.as_secs_f64() * 1000.0);
-                last = last.max(d);
+                if d > last {
+                    (last, last_node) = (d, i);
+                }
             }
         }
+        last_nodes.push(last_node);
         times.saturating_record(last.as_micros() as u64);
         times_list.push(last.as_secs_f64() * 1000.0);
         // Let in-flight messages (answers, late duplicates) land before counting.
@@ -267,6 +271,8 @@ pub async fn propagation(
             delta(|s| s.duplicates_received),
             delta(|s| s.blocks_announced),
             delta(|s| s.block_fetches),
+            delta(|s| s.relay_dropped),
+            delta(|s| s.synced_blocks),
         ]);
         bar.inc(1);
     }
@@ -294,6 +300,11 @@ pub async fn propagation(
         avg(0, 2),
         avg(0, 3)
     );
+    println!(
+        "relay messages lost (queue full or no link) per block: {:.2}; blocks that came by sync per block: {:.2}",
+        avg(0, 4) * nodes as f64,
+        avg(0, 5) * nodes as f64
+    );
     if rounds > 5 {
         println!(
             "per node per block after the first 5: {:.2} full blocks received, {:.3} duplicates, {:.2} announcements sent, {:.3} fetches; \
@@ -319,8 +330,8 @@ pub async fn propagation(
         "relay decisions in all: {} pushes, {} announcements, {} fetches ({} timed out, {} at once: no pusher expected), {} duplicates seen, {} links pruned, {} grafted",
         c.pushes, c.announces, c.fetches, c.fetch_timeouts, c.unfed, c.duplicates, c.prunes, c.grafts
     );
-    let per_block: Vec<String> = times_list.iter().map(|t| format!("{t:.0}")).collect();
-    println!("time to all per block (ms): {}", per_block.join(" "));
+    let per_block: Vec<String> = times_list.iter().zip(&last_nodes).map(|(t, n)| format!("{t:.0}@{n}")).collect();
+    println!("time to all per block (ms @ the last node to get it): {}", per_block.join(" "));
     if let Some(path) = plot {
         let curve = crate::plot::Curve {
             label: format!("bench, {nodes} nodes, {rounds} blocks"),

@@ -156,6 +156,16 @@ impl BlockRelay {
         Arriving { id: Some(id), set: self.arriving.clone() }
     }
 
+    /// Whether relay is bringing `id` here: validated (its commit may be
+    /// under way), being checked, or announced and being fetched.
+    pub fn expects(&self, id: &Hash) -> bool {
+        if self.is_arriving(id) {
+            return true;
+        }
+        let core = self.core();
+        core.knows(id) || core.is_missing(id)
+    }
+
     fn is_arriving(&self, id: &Hash) -> bool {
         self.arriving.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
@@ -430,8 +440,18 @@ async fn handle(node: &NodeHandle, peer: &str, m: Out) {
     }
 }
 
+/// The link to `peer`, or None (counted: the message is lost).
+fn link_to(node: &NodeHandle, peer: &str) -> Option<p2p_proto::dial::Link> {
+    let link = node.link(peer);
+    if link.is_none() {
+        Stats::add(&node.counters().relay_dropped, 1);
+        tracing::debug!(peer, "no link to the peer: relay message dropped");
+    }
+    link
+}
+
 async fn push(node: &NodeHandle, peer: &str, block: &Block) {
-    let Some(link) = node.link(peer) else { return };
+    let Some(link) = link_to(node, peer) else { return };
     let req = SendBlockRequest { block: Some(convert::block_to_proto(block)), sender: Some(node.sender()) };
     Stats::add(&node.counters().gossip_sent, 1);
     Stats::add(&node.counters().bytes_sent_push, req.encoded_len() as u64);
@@ -452,7 +472,7 @@ async fn push(node: &NodeHandle, peer: &str, block: &Block) {
 }
 
 async fn announce(node: &NodeHandle, peer: &str, headers: Vec<BlockHeader>) {
-    let Some(link) = node.link(peer) else { return };
+    let Some(link) = link_to(node, peer) else { return };
     let req = AnnounceBlocksRequest { headers, sender: Some(node.sender()) };
     Stats::add(&node.counters().bytes_sent_announce, req.encoded_len() as u64);
     let mut client = node.peer_client(&link);
@@ -470,7 +490,7 @@ async fn fetch(node: &NodeHandle, peer: &str, id: Hash, graft: bool) {
         node.relay().core().fetch_failed(id, &peer.to_string());
         node.relay().wake.notify_one();
     };
-    let Some(link) = node.link(peer) else { return failed(node) };
+    let Some(link) = link_to(node, peer) else { return failed(node) };
     let req = GetBlockRequest { hash: id.to_vec(), graft, sender: Some(node.sender()) };
     let mut client = node.peer_client(&link);
     let timeout = Duration::from_millis(node.relay().core().config().fetch_timeout_ms);
@@ -538,6 +558,9 @@ pub(crate) async fn announced(node: &NodeHandle, peer: &str, headers: Vec<(Hash,
         }
         (actions, wanted)
     };
+    // A block that waits for a push has a deadline the timer must see,
+    // whether or not anything is sent now.
+    node.relay().wake.notify_one();
     dispatch(node, actions);
     wanted
 }

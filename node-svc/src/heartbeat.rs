@@ -121,12 +121,16 @@ impl NodeHandle {
         Ok(pong)
     }
 
-    /// True when a peer's claimed tip, said to have more work than our main
-    /// chain, is stored here already: fork choice refused it (its branch
-    /// forks below the final checkpoint), and syncing it again brings
-    /// nothing.
+    /// True when syncing toward a peer's claimed tip (said to have more
+    /// work than our main chain) brings nothing: block relay is already
+    /// bringing it (announced and being fetched, being checked, or just
+    /// checked and being stored), or it is stored here already, so fork
+    /// choice refused it (its branch forks below the final checkpoint).
     async fn refused_tip(&self, tip: &[u8]) -> bool {
         let Ok(hash) = crate::chain::validate::hash_field("tip", tip) else { return false };
+        if self.relay().expects(&hash) {
+            return true;
+        }
         self.chain().read(move |r| r.contains(&hash)).await.unwrap_or(false)
     }
 

@@ -391,7 +391,9 @@ impl Worker {
             return Ok(());
         }
         let mut tx = self.db.begin_write()?;
-        tx.set_quick_repair(true);
+        // As the chain's block commits: durable without quick-repair, which
+        // would write the allocator state on every commit.
+        tx.set_quick_repair(false);
         {
             let mut table = tx.open_table(POOL)?;
             let pool = self.lock();

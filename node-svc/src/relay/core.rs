@@ -171,6 +171,11 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
         self.known.contains_key(id)
     }
 
+    /// Whether `id` was announced to us and is being fetched (or waits to be).
+    pub fn is_missing(&self, id: &BlockId) -> bool {
+        self.missing.contains_key(id)
+    }
+
     /// Blocks announced to us and not yet here.
     pub fn missing_count(&self) -> usize {
         self.missing.len()
