@@ -105,6 +105,38 @@ enum Command {
         /// The key file (64 hex characters, like a node's node.key).
         file: std::path::PathBuf,
     },
+    /// Print a server's Prometheus metrics (`--metrics-listen` of node-svc
+    /// or bootstrap-svc), optionally only the lines containing `--grep`.
+    Metrics {
+        /// host:port of the metrics listener, e.g. 127.0.0.1:9100.
+        address: String,
+        #[arg(long)]
+        grep: Option<String>,
+    },
+}
+
+/// GET /metrics over plain HTTP/1.1 (what the servers' metrics listener speaks).
+async fn metrics(address: &str, grep: Option<&str>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s =
+            tokio::net::TcpStream::connect(address).await.with_context(|| format!("cannot connect to {address}"))?;
+        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        s.take(64 * 1024 * 1024).read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    };
+    let raw =
+        tokio::time::timeout(std::time::Duration::from_secs(10), ask).await.context("no answer within 10 s")??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{}", head.lines().next().unwrap_or(head));
+    for line in body.lines().filter(|l| grep.is_none_or(|g| l.contains(g))) {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// `p2pctl cert`: a certificate of our libp2p-style kind for `key`.
@@ -168,6 +200,7 @@ async fn main() {
         Command::Sim(cmd) => sim::run(cmd),
         Command::Cert { key, cert_out, key_out } => cert(&key, &cert_out, &key_out),
         Command::Key { file } => public_key(&file),
+        Command::Metrics { address, grep } => metrics(&address, grep.as_deref()).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -116,9 +116,18 @@ struct Args {
     /// Peers this node dials itself, spread over discovery sources.
     #[arg(long, env = "NODE_TARGET_OUTBOUND", default_value_t = 16)]
     target_outbound: usize,
-    /// Peers a new block is pushed to (random subset of the usable ones).
+    /// Peers this node relays blocks with (its relay degree; peers that
+    /// picked it join too, up to twice this).
     #[arg(long, env = "NODE_GOSSIP_FANOUT", default_value_t = 8)]
     gossip_fanout: usize,
+    /// How long an announced block waits for the push of a peer that feeds
+    /// us before it is fetched (about ten link latencies; shorter is faster
+    /// and grows more redundant links).
+    #[arg(long, env = "NODE_RELAY_GRAFT_WAIT_MS", default_value_t = 100)]
+    relay_graft_wait_ms: u64,
+    /// Peers pushed to in full before this node is fed by anyone.
+    #[arg(long, env = "NODE_RELAY_INITIAL_EAGER", default_value_t = 3)]
+    relay_initial_eager: usize,
     #[command(flatten)]
     conn: p2p_proto::conn::ConnArgs,
     /// Seconds a peer's or client's block stream may deliver nothing before it is given up.
@@ -240,6 +249,8 @@ async fn main() -> anyhow::Result<()> {
     config.max_inbound = args.max_inbound.max(1);
     config.target_outbound = args.target_outbound.max(1);
     config.gossip_fanout = args.gossip_fanout.max(1);
+    config.relay.graft_wait_ms = args.relay_graft_wait_ms;
+    config.relay.initial_eager = args.relay_initial_eager;
     config.conn = args.conn.limits();
     config.stream_idle_timeout = Duration::from_secs(args.stream_idle_timeout_secs.max(1));
     config.max_block_streams = args.max_block_streams.max(1);

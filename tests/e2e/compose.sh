@@ -17,6 +17,8 @@ export P2P_IMAGE=${P2P_IMAGE:-p2p-chain:local}
 # Ports away from the defaults, so a devnet on the host does not collide.
 export P2P_BOOTSTRAP_PORT=${P2P_BOOTSTRAP_PORT:-14000} P2P_NODE1_PORT=${P2P_NODE1_PORT:-13001}
 export P2P_NODE2_PORT=${P2P_NODE2_PORT:-13002} P2P_NODE3_PORT=${P2P_NODE3_PORT:-13003}
+export P2P_BOOTSTRAP_METRICS_PORT=${P2P_BOOTSTRAP_METRICS_PORT:-19100} P2P_NODE1_METRICS_PORT=${P2P_NODE1_METRICS_PORT:-19101}
+export P2P_NODE2_METRICS_PORT=${P2P_NODE2_METRICS_PORT:-19102} P2P_NODE3_METRICS_PORT=${P2P_NODE3_METRICS_PORT:-19103}
 B=127.0.0.1:$P2P_BOOTSTRAP_PORT N1=127.0.0.1:$P2P_NODE1_PORT N2=127.0.0.1:$P2P_NODE2_PORT N3=127.0.0.1:$P2P_NODE3_PORT
 P2PCTL=${P2PCTL:-./target/release/p2pctl}
 
@@ -76,6 +78,12 @@ done
 # network status runs there; the image ships p2pctl.
 compose exec -T bootstrap p2pctl --bootstrap 127.0.0.1:4000 network status | tail -1 | grep -q "all 3 reachable nodes agree" \
   && ok "p2pctl network status (inside the network, each node proving its registered id): all 3 agree" || fail "network status"
+# Prometheus metrics from the host: node2's tip height moved, the bootstrap counted registrations.
+metric() { "$P2PCTL" metrics "$1" --grep "$2" 2>/dev/null | awk -v m="$2" '$1 == m {print $2}'; }
+m2=$(metric "127.0.0.1:$P2P_NODE2_METRICS_PORT" p2p_node_tip_height)
+[ "${m2%.*}" -ge $((h0 + 1)) ] 2>/dev/null && ok "node2's /metrics shows its tip height ($m2)" || fail "node2 metrics (${m2:-none})"
+mb=$(metric "127.0.0.1:$P2P_BOOTSTRAP_METRICS_PORT" 'p2p_bootstrap_register_requests_total{outcome="ok"}')
+[ "${mb%.*}" -ge 3 ] 2>/dev/null && ok "the bootstrap's /metrics counts registrations ($mb)" || fail "bootstrap metrics (${mb:-none})"
 conns=$(compose exec -T node1 p2pctl --json node connections 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin)["connections"] if c["verified"] and c["state"] == "PEER_STATE_ACTIVE"))')
 [ "${conns:-0}" -ge 2 ] && ok "node1's peers are active under ids their TLS handshakes proved ($conns)" || fail "verified connections on node1 (${conns:-none})"
 
