@@ -330,6 +330,24 @@ pub async fn propagation(
         "relay decisions in all: {} pushes, {} announcements, {} fetches ({} timed out, {} at once: no pusher expected), {} duplicates seen, {} links pruned, {} grafted",
         c.pushes, c.announces, c.fetches, c.fetch_timeouts, c.unfed, c.duplicates, c.prunes, c.grafts
     );
+    if std::env::var_os("P2P_BENCH_DEBUG").is_some() {
+        for (i, n) in all.iter().enumerate() {
+            let me = n.config().advertise.clone();
+            let in_cores = all.iter().filter(|m| m.relay().peers().contains(&me)).count();
+            let s = n.stats();
+            eprintln!(
+                "node {i} {me}: {} relay peers, {} eager, in {in_cores} others' relay sets; synced {} pushed {} fetched {} ann-rx {} ann-tx {} usable {}",
+                n.relay().peers().len(),
+                n.relay().eager_peers().len(),
+                s.synced_blocks,
+                s.blocks_received,
+                s.blocks_fetched,
+                s.announcements_received,
+                s.blocks_announced,
+                n.peers().gossip_targets(None, usize::MAX).len(),
+            );
+        }
+    }
     let per_block: Vec<String> = times_list.iter().zip(&last_nodes).map(|(t, n)| format!("{t:.0}@{n}")).collect();
     println!("time to all per block (ms @ the last node to get it): {}", per_block.join(" "));
     if let Some(path) = plot {

@@ -16,7 +16,8 @@
 //!
 //! The relay degree: the core works over up to `gossip_fanout` peers this
 //! node picks among its usable ones, plus the peers that picked it (any
-//! usable peer that announces or pushes to us joins), at most twice that.
+//! usable peer that announces or pushes to us joins), at most as many as
+//! the connections a node keeps (`target_outbound` + `max_inbound`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +48,11 @@ const RECENT: usize = 32;
 /// Blocks being handed to the chain at once (pushed or fetched), tracked so
 /// announcements of them fetch nothing meanwhile.
 const MAX_ARRIVING: usize = 256;
+/// A claimed tip is synced toward only once it has been claimed this long
+/// (relay usually brings a new block well within it).
+pub const SYNC_GRACE: Duration = Duration::from_millis(500);
+/// Claimed tips remembered for [`SYNC_GRACE`].
+const MAX_CLAIMS: usize = 1024;
 /// A peer worker with nothing to do for this long ends.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 
@@ -106,6 +112,8 @@ pub struct BlockRelay {
     queues: Mutex<HashMap<String, mpsc::Sender<Out>>>,
     /// Blocks the chain is checking now (with how many copies).
     arriving: Arc<Mutex<HashMap<Hash, usize>>>,
+    /// Tips peers claimed that we lack, and when each was first claimed.
+    claims: Mutex<VecDeque<(Hash, std::time::Instant)>>,
     /// Wakes the timer when the core may have an earlier deadline.
     wake: Notify,
 }
@@ -137,6 +145,7 @@ impl BlockRelay {
             recent: Mutex::new(VecDeque::new()),
             queues: Mutex::new(HashMap::new()),
             arriving: Arc::new(Mutex::new(HashMap::new())),
+            claims: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
         }
     }
@@ -166,6 +175,22 @@ impl BlockRelay {
         core.knows(id) || core.is_missing(id)
     }
 
+    /// Whether a sync toward the claimed tip `id` is due: it has been
+    /// claimed for [`SYNC_GRACE`] (a heartbeat that lands while relay is
+    /// still spreading a block would otherwise download it a second time).
+    pub fn sync_due(&self, id: &Hash) -> bool {
+        let now = std::time::Instant::now();
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, first)) = claims.iter().find(|(h, _)| h == id) {
+            return now.duration_since(*first) >= SYNC_GRACE;
+        }
+        if claims.len() >= MAX_CLAIMS {
+            claims.pop_front();
+        }
+        claims.push_back((*id, now));
+        false
+    }
+
     fn is_arriving(&self, id: &Hash) -> bool {
         self.arriving.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
@@ -189,6 +214,11 @@ impl BlockRelay {
     /// Peers we push full blocks to (the tree edges), for status and tests.
     pub fn eager_peers(&self) -> Vec<String> {
         self.core().eager_peers()
+    }
+
+    /// Every relay peer, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        self.core().peers()
     }
 
     pub fn counts(&self) -> crate::relay::RelayCounts {
@@ -286,13 +316,16 @@ fn sync_peers(node: &NodeHandle, core: &mut Relay<String>) {
     }
 }
 
-/// A usable peer that talks to us joins the core (the relation is
-/// symmetric), up to twice the fanout.
+/// A usable peer that relays to us joins the core: it picked us, and the
+/// relation must be symmetric or a node that nobody with room picked would
+/// hear of blocks only from heartbeats. Bounded by the connections a node
+/// keeps anyway (`target_outbound` + `max_inbound`).
 fn admit(node: &NodeHandle, core: &mut Relay<String>, peer: &str) -> bool {
     if core.is_connected(&peer.to_string()) {
         return true;
     }
-    if core.peer_count() >= node.config().gossip_fanout * 2 || !node.peers().is_usable(peer) {
+    let cap = node.config().target_outbound + node.config().max_inbound;
+    if core.peer_count() >= cap.max(node.config().gossip_fanout) || !node.peers().is_usable(peer) {
         return false;
     }
     core.connected(peer.to_string());
@@ -524,9 +557,18 @@ async fn fetch(node: &NodeHandle, peer: &str, id: Hash, graft: bool) {
 pub(crate) async fn announced(node: &NodeHandle, peer: &str, headers: Vec<(Hash, u64)>) -> u32 {
     let mut fresh = Vec::new();
     {
-        let core = node.relay().core();
+        let mut core = node.relay().core();
+        // Whoever relays to us picked us: it joins our relay peers even when
+        // it tells us nothing new (a node that is always late would
+        // otherwise never be relayed to).
+        if !admit(node, &mut core, peer) {
+            return 0;
+        }
         for (id, height) in headers {
-            if !core.knows(&id) && !node.relay().is_arriving(&id) {
+            if core.knows(&id) {
+                // Remembered: it is not told about a block it announced.
+                let _ = core.announced(id, &peer.to_string(), node.now_ms());
+            } else if !node.relay().is_arriving(&id) {
                 fresh.push((id, height));
             }
         }

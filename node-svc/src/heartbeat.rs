@@ -122,13 +122,15 @@ impl NodeHandle {
     }
 
     /// True when syncing toward a peer's claimed tip (said to have more
-    /// work than our main chain) brings nothing: block relay is already
+    /// work than our main chain) brings nothing now: block relay is already
     /// bringing it (announced and being fetched, being checked, or just
-    /// checked and being stored), or it is stored here already, so fork
-    /// choice refused it (its branch forks below the final checkpoint).
+    /// checked and being stored), or may still (it was first claimed less
+    /// than [`crate::gossip::SYNC_GRACE`] ago), or it is stored here
+    /// already, so fork choice refused it (its branch forks below the final
+    /// checkpoint).
     async fn refused_tip(&self, tip: &[u8]) -> bool {
         let Ok(hash) = crate::chain::validate::hash_field("tip", tip) else { return false };
-        if self.relay().expects(&hash) {
+        if self.relay().expects(&hash) || !self.relay().sync_due(&hash) {
             return true;
         }
         self.chain().read(move |r| r.contains(&hash)).await.unwrap_or(false)
