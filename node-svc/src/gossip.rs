@@ -101,7 +101,12 @@ impl Drop for BulkImport {
 enum Out {
     Push(Arc<Block>),
     Announce(BlockHeader),
-    Fetch { id: Hash, graft: bool },
+    Fetch {
+        id: Hash,
+        graft: bool,
+    },
+    /// An empty announcement: "you are one of my relay peers".
+    Hello,
 }
 
 /// The relay state a node shares between its handlers and tasks.
@@ -300,7 +305,8 @@ fn peer_key(node: &NodeHandle, from: &str) -> Option<String> {
 
 /// Brings the core's peer set in line with the peer table: peers no longer
 /// usable leave; up to `gossip_fanout` of the usable ones are ours.
-fn sync_peers(node: &NodeHandle, core: &mut Relay<String>) {
+/// Returns the peers that joined.
+fn sync_peers(node: &NodeHandle, core: &mut Relay<String>) -> Vec<String> {
     let usable = node.peers().gossip_targets(None, usize::MAX);
     for p in core.peers() {
         if !usable.contains(&p) {
@@ -308,11 +314,26 @@ fn sync_peers(node: &NodeHandle, core: &mut Relay<String>) {
         }
     }
     let want = node.config().gossip_fanout;
+    let mut joined = Vec::new();
     for p in usable {
         if core.peer_count() >= want {
             break;
         }
-        core.connected(p);
+        if !core.is_connected(&p) {
+            core.connected(p.clone());
+            joined.push(p);
+        }
+    }
+    joined
+}
+
+/// Picks relay peers (each heartbeat) and greets the new ones with an
+/// empty announcement, so they relay to us before we have anything to
+/// relay to them (the relation is symmetric; see [`admit`]).
+pub(crate) fn refresh(node: &NodeHandle) {
+    let joined = sync_peers(node, &mut node.relay().core());
+    for p in joined {
+        enqueue(node, p, Out::Hello);
     }
 }
 
@@ -340,15 +361,18 @@ fn relay_new(node: &NodeHandle, block: Arc<Block>, origin: &Origin) {
         node.observed().propagation_delay.observe(delay_ms as f64 / 1000.0);
     }
     node.relay().keep(block.clone());
-    let actions = {
+    let (actions, joined) = {
         let mut core = node.relay().core();
-        sync_peers(node, &mut core);
+        let joined = sync_peers(node, &mut core);
         if let Some(f) = &from {
             admit(node, &mut core, f);
         }
-        core.validated(block.hash, from.as_ref(), pushed)
+        (core.validated(block.hash, from.as_ref(), pushed), joined)
     };
     dispatch_with(node, actions, Some(&block));
+    for p in joined {
+        enqueue(node, p, Out::Hello);
+    }
 }
 
 fn dispatch(node: &NodeHandle, actions: Vec<Action<String>>) {
@@ -361,6 +385,7 @@ fn dispatch_with(node: &NodeHandle, actions: Vec<Action<String>>, block: Option<
         node.relay().wake.notify_one();
     }
     let genesis = node.chain().genesis_hash();
+    let mut announce_to: Vec<(String, Hash)> = Vec::new();
     for action in actions {
         let (to, out) = match action {
             Action::Push { to, id } => {
@@ -371,11 +396,8 @@ fn dispatch_with(node: &NodeHandle, actions: Vec<Action<String>>, block: Option<
                 (to, Out::Push(b))
             }
             Action::Announce { to, id } => {
-                let Some(b) = block.filter(|b| b.hash == id).cloned().or_else(|| node.relay().recent(&id)) else {
-                    continue;
-                };
-                Stats::add(&node.counters().blocks_announced, 1);
-                (to, Out::Announce(header_of(&b, &genesis)))
+                announce_to.push((to, id));
+                continue;
             }
             Action::Fetch { from, id, graft } => {
                 Stats::add(&node.counters().block_fetches, 1);
@@ -383,6 +405,26 @@ fn dispatch_with(node: &NodeHandle, actions: Vec<Action<String>>, block: Option<
             }
         };
         enqueue(node, to, out);
+    }
+    if !announce_to.is_empty() {
+        let (node, block) = (node.clone(), block.cloned());
+        let delay = Duration::from_millis(node.relay().core().config().announce_delay_ms);
+        node.tasks().clone().spawn(async move {
+            tokio::select! {
+                _ = node.shutdown_token().cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            for (to, id) in announce_to {
+                let Some(b) = block.clone().filter(|b| b.hash == id).or_else(|| node.relay().recent(&id)) else {
+                    continue;
+                };
+                if !node.relay().core().still_to_announce(id, &to) {
+                    continue;
+                }
+                Stats::add(&node.counters().blocks_announced, 1);
+                enqueue(&node, to, Out::Announce(header_of(&b, &genesis)));
+            }
+        });
     }
 }
 
@@ -469,6 +511,7 @@ async fn handle(node: &NodeHandle, peer: &str, m: Out) {
     match m {
         Out::Push(b) => push(node, peer, &b).await,
         Out::Announce(h) => announce(node, peer, vec![h]).await,
+        Out::Hello => announce(node, peer, Vec::new()).await,
         Out::Fetch { id, graft } => fetch(node, peer, id, graft).await,
     }
 }

@@ -79,6 +79,8 @@ impl NodeHandle {
         if let Some((_, addr)) = ahead {
             crate::finality::catch_up(self, &addr).await;
         }
+        // Relay peers follow the table; new ones are greeted.
+        crate::gossip::refresh(self);
         // Sync from the peer with the most work, passing over claimed tips we
         // already store with more work than our main chain: fork choice
         // refused those (they fork below the final checkpoint), and

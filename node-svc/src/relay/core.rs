@@ -50,6 +50,11 @@ pub struct RelayConfig {
     pub max_known: usize,
     /// Blocks being fetched at once.
     pub max_missing: usize,
+    /// Announcements wait this long and go only to peers still not known
+    /// to have the block (Plumtree batches its lazy push likewise): off the
+    /// path of the pushes, and skipped when the peer told us first. The
+    /// driver calls [`Relay::still_to_announce`] when the time comes.
+    pub announce_delay_ms: Ms,
 }
 
 impl Default for RelayConfig {
@@ -60,6 +65,7 @@ impl Default for RelayConfig {
             fetch_timeout_ms: 2_000,
             max_known: 1_024,
             max_missing: 256,
+            announce_delay_ms: 20,
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct RelayCounts {
     pub grafts: u64,
     /// Announced blocks fetched without waiting (no peer was expected to push).
     pub unfed: u64,
+    /// Delayed announcements dropped: the peer told us first.
+    pub announces_skipped: u64,
 }
 
 /// The relay state of one node; `P` names a peer.
@@ -169,6 +177,25 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
     /// Whether `id` is known (stored or relayed here recently).
     pub fn knows(&self, id: &BlockId) -> bool {
         self.known.contains_key(id)
+    }
+
+    /// Whether `peer` is known to have `id` (it announced or sent it to us,
+    /// or we sent it or announced it to it).
+    pub fn peer_has(&self, id: &BlockId, peer: &P) -> bool {
+        self.known.get(id).is_some_and(|have| have.contains(peer))
+    }
+
+    /// A delayed announcement of `id` to `peer` is due: true if it should
+    /// go (and it is counted as sent), false if `peer` has told us of the
+    /// block meanwhile or is gone.
+    pub fn still_to_announce(&mut self, id: BlockId, peer: &P) -> bool {
+        if !self.peers.contains_key(peer) || self.peer_has(&id, peer) {
+            self.counts.announces_skipped += 1;
+            return false;
+        }
+        self.counts.announces += 1;
+        self.remember(id, peer);
+        true
     }
 
     /// Whether `id` was announced to us and is being fetched (or waits to be).
@@ -259,10 +286,8 @@ impl<P: Clone + Eq + StdHash + Ord> Relay<P> {
                     self.counts.pushes += 1;
                     self.remember(id, &to.clone());
                 }
-                Action::Announce { to, .. } => {
-                    self.counts.announces += 1;
-                    self.remember(id, &to.clone());
-                }
+                // Remembered when sent (see still_to_announce).
+                Action::Announce { .. } => {}
                 Action::Fetch { .. } => {}
             }
         }
@@ -458,6 +483,12 @@ mod tests {
                 Action::Announce { to: 5, id: id(9) },
             ]
         );
+        // The announcements are delayed; peer 5 told us of it meanwhile.
+        let _ = r.announced(id(9), &5, 0);
+        assert!(r.still_to_announce(id(9), &4));
+        assert!(!r.still_to_announce(id(9), &5));
+        assert!(!r.still_to_announce(id(9), &4), "told once");
+        assert_eq!((r.counts().announces, r.counts().announces_skipped), (1, 2));
         // Told once: the chain reporting the same tip later relays nothing.
         assert!(r.validated(id(9), None, false).is_empty());
     }

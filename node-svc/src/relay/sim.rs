@@ -127,6 +127,12 @@ enum Event {
     Tick {
         node: u32,
     },
+    /// A delayed announcement of `id` from `node` to `to` is due.
+    AnnounceDue {
+        node: u32,
+        to: u32,
+        id: BlockId,
+    },
 }
 
 struct Node {
@@ -292,7 +298,10 @@ impl World {
         for a in actions {
             match a {
                 Action::Push { to, id } => self.send(node, to, Msg::Push(id)),
-                Action::Announce { to, id } => self.send(node, to, Msg::Announce(id)),
+                Action::Announce { to, id } => {
+                    let due = self.now + self.cfg.relay.announce_delay_ms * 1_000;
+                    self.at(due, Event::AnnounceDue { node, to, id });
+                }
                 Action::Fetch { from, id, graft } => self.send(node, from, Msg::Fetch(id, graft)),
             }
         }
@@ -367,6 +376,11 @@ impl World {
                     self.send(node, from, Msg::PushAnswer(id, false));
                 }
                 self.perform(node, acts);
+            }
+            Event::AnnounceDue { node, to, id } => {
+                if self.nodes[node as usize].relay.still_to_announce(id, &to) {
+                    self.send(node, to, Msg::Announce(id));
+                }
             }
             Event::Tick { node } => {
                 self.nodes[node as usize].tick_at = None;
