@@ -68,7 +68,8 @@ pub fn arrival_svg(title: &str, curves: &[Curve]) -> String {
         }
         let colour = COLOURS[i % COLOURS.len()];
         let _ = write!(s, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>"#);
-        let ly = M + 16.0 * i as f64;
+        // Legend bottom right: an arrival curve is at 100% there long before.
+        let ly = H - M - 16.0 * (curves.len() - i) as f64;
         let _ = write!(
             s,
             r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="3"/>"#,
