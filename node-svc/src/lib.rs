@@ -8,7 +8,9 @@
 //! - [`admin`]: the operator's `p2p.admin.v1.Admin` service, on its own listener.
 //! - [`import`]: blocks from outside (SendBlock, BroadcastBlockchain) and penalties.
 //! - [`miner`]: mining on demand (Admin.MineBlock) and continuously, off the async workers.
-//! - [`gossip`]: a task relaying each new tip it hears of from the chain's events.
+//! - [`gossip`]: block relay's I/O: each new valid tip pushed to eager peers and
+//!   announced to the rest, announcements checked and fetched, per-peer queues.
+//! - [`relay`]: the relay's decisions without I/O, and a seeded simulator of them.
 //! - [`mempool`]: pending transactions (bounded, persisted, following the chain).
 //! - [`txgossip`]: announcing transaction ids; peers fetch what they lack.
 //! - [`sync`]: the [`sync::Syncer`] task and the [`sync::SyncHandle`] that asks it to sync.
@@ -23,9 +25,11 @@
 //!
 //! # Event flow
 //! Importers ([`import`], [`sync`], [`miner`]) hand blocks to the chain
-//! actor with their [`chain::Origin`]. After each commit that moved the tip
-//! the actor publishes [`chain::ChainEvent`]s (`Reorg`, then `TipChanged`);
-//! [`gossip`] subscribes and relays, skipping the peer the block came from.
+//! actor with their [`chain::Origin`]. Once a new tip is valid the actor
+//! publishes `TipValidated` (before the commit, so relay need not wait for
+//! the disk); after each commit that moved the tip, `Reorg` then
+//! `TipChanged`. [`gossip`] subscribes and relays through [`relay`]'s core,
+//! skipping the peers known to have the block.
 //! Heartbeats and orphans ask the [`sync::Syncer`] to sync through its handle.
 
 pub mod admin;

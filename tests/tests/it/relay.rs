@@ -165,3 +165,80 @@ async fn announcements_and_fetches_are_checked_and_bounded() {
     assert!(net.nodes[1].node().relay().eager_peers().len() <= 1);
     net.stop().await;
 }
+
+#[tokio::test]
+async fn a_verified_peer_announcing_a_header_without_its_work_pays_and_a_good_header_is_wanted() {
+    let net = TestNet::start(2, BITS).await;
+    let block = mine(&net.nodes[0], "real").await;
+    converged(&net.refs(), 1, WAIT).await;
+    let target = &net.nodes[1];
+    // A peer with an identity of its own (its certificate proves it) names
+    // an address, as a relay peer does.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
+    let reserved = node_svc::testkit::reserve_port();
+    let address = reserved.addr.to_string();
+    let channel = node_svc::testkit::channel_as(&target.endpoint(), &key, None).await;
+    let mut peer = p2p_proto::node::node_client::NodeClient::new(channel);
+    let sender = Some(p2p_proto::node::Sender { node_id: id.clone(), address: address.clone() });
+    let genesis = target.node().chain().genesis_hash();
+    let header_of = |b: &p2p_proto::node::Block| {
+        let b = node_svc::convert::block_from_proto(b.clone()).expect("block");
+        let h = b.header(&genesis);
+        BlockHeader {
+            index: h.index,
+            timestamp_unix_ms: h.timestamp_ms,
+            prev_hash: h.prev_hash.to_vec(),
+            merkle_root: h.merkle_root.to_vec(),
+            bits: h.bits,
+            nonce: b.nonce,
+            hash: b.hash.to_vec(),
+        }
+    };
+    // The real block's header is known here: nothing is wanted.
+    let r = peer
+        .announce_blocks(AnnounceBlocksRequest { headers: vec![header_of(&block)], sender: sender.clone() })
+        .await
+        .expect("a known header is fine")
+        .into_inner();
+    assert_eq!(r.wanted, 0);
+    // A header whose nonce does not give its hash: refused, and it costs
+    // that peer (the id its certificate proved) score: twice is a ban.
+    let mut forged = header_of(&block);
+    forged.nonce += 1;
+    let invalid_before = target.node().stats().invalid_received;
+    for _ in 0..2 {
+        let err = peer
+            .announce_blocks(AnnounceBlocksRequest { headers: vec![forged.clone()], sender: sender.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    }
+    assert_eq!(target.node().stats().invalid_received, invalid_before + 2);
+    let err = peer
+        .announce_blocks(AnnounceBlocksRequest { headers: vec![header_of(&block)], sender: sender.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "the forger is banned: {err:?}");
+    // Another verified peer is not affected by it.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[43; 32]);
+    let id = p2p_proto::signing::node_id(&key.verifying_key().to_bytes());
+    let channel = node_svc::testkit::channel_as(&target.endpoint(), &key, None).await;
+    let mut peer = p2p_proto::node::node_client::NodeClient::new(channel);
+    let reserved2 = node_svc::testkit::reserve_port();
+    let sender = Some(p2p_proto::node::Sender { node_id: id, address: reserved2.addr.to_string() });
+    // A valid header of a block the node lacks (mined elsewhere, at the same
+    // height on another branch) is wanted: it will be fetched from the peer.
+    let params = node_svc::testkit::test_network(BITS);
+    let other = node_svc::chain::testing::chain_of(&params, 2, p2p_proto::unix_ms_now() - 60_000);
+    let unknown = node_svc::convert::block_to_proto(&other[2]);
+    let r = peer
+        .announce_blocks(AnnounceBlocksRequest { headers: vec![header_of(&unknown)], sender })
+        .await
+        .expect("a good header")
+        .into_inner();
+    assert_eq!(r.wanted, 1);
+    assert!(target.node().relay().expects(&other[2].hash), "the node is now fetching it");
+    drop((reserved, reserved2));
+    net.stop().await;
+}
