@@ -149,6 +149,11 @@ pub struct Observed {
     pub propagation_delay: prometheus_client::metrics::histogram::Histogram,
     /// Blocks abandoned per reorganisation.
     pub reorg_depth: prometheus_client::metrics::histogram::Histogram,
+    /// Bytes of every RPC this node served, by direction and method.
+    pub rpc_bytes: prometheus_client::metrics::family::Family<
+        p2p_proto::rpc_bytes::Labels,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 impl Default for Observed {
@@ -157,6 +162,7 @@ impl Default for Observed {
         Observed {
             propagation_delay: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             reorg_depth: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            rpc_bytes: Default::default(),
         }
     }
 }
@@ -264,8 +270,8 @@ impl prometheus_client::collector::Collector for NodeCollector {
         )?;
         counter(
             &mut enc,
-            "p2p_node_message_bytes",
-            "Encoded bytes of block relay messages, by direction and message.",
+            "p2p_node_relay_bytes",
+            "Encoded bytes of block relay messages this node sent (as a client) and received (as a server), by message.",
             &[
                 (&[("direction", "sent"), ("message", "send_block")], s.bytes_sent_push),
                 (&[("direction", "sent"), ("message", "announce_blocks")], s.bytes_sent_announce),
@@ -331,6 +337,13 @@ impl prometheus_client::collector::Collector for NodeCollector {
             MetricType::Histogram,
         )?;
         o.reorg_depth.encode(m)?;
+        let m = enc.encode_descriptor(
+            "p2p_node_rpc_bytes",
+            "Bytes of the RPCs this node served, on the wire: request bodies received and response bodies sent, by gRPC method.",
+            None,
+            MetricType::Counter,
+        )?;
+        o.rpc_bytes.encode(m)?;
         Ok(())
     }
 }

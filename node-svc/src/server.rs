@@ -245,6 +245,7 @@ pub async fn spawn(
     let server = config
         .conn
         .builder()
+        .layer(p2p_proto::rpc_bytes::RpcBytesLayer::new(node.observed().rpc_bytes.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

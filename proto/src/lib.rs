@@ -24,6 +24,7 @@ pub mod dial;
 pub mod identity;
 pub mod limits;
 pub mod metrics_http;
+pub mod rpc_bytes;
 pub mod serving;
 pub mod signing;
 pub mod storage;

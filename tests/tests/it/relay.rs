@@ -72,10 +72,14 @@ async fn metrics_are_scraped_over_http_and_counters_move() {
         .sum::<f64>();
     assert!(arrived >= 3.0, "every block arrived by push or fetch: {after}");
     assert!(sample(&after, "p2p_node_block_propagation_delay_seconds_count").unwrap_or(0.0) >= 3.0, "{after}");
-    let received_bytes = sample(&after, "p2p_node_message_bytes_total{direction=\"received\",message=\"send_block\"}")
+    let received_bytes = sample(&after, "p2p_node_relay_bytes_total{direction=\"received\",message=\"send_block\"}")
         .unwrap_or(0.0)
-        + sample(&after, "p2p_node_message_bytes_total{direction=\"received\",message=\"get_block\"}").unwrap_or(0.0);
+        + sample(&after, "p2p_node_relay_bytes_total{direction=\"received\",message=\"get_block\"}").unwrap_or(0.0);
     assert!(received_bytes > 0.0, "{after}");
+    // Every RPC served is counted on the wire, by method: heartbeats for one.
+    let pings = sample(&after, "p2p_node_rpc_bytes_total{direction=\"received\",method=\"Ping\"}").unwrap_or(0.0);
+    let pongs = sample(&after, "p2p_node_rpc_bytes_total{direction=\"sent\",method=\"Ping\"}").unwrap_or(0.0);
+    assert!(pings > 0.0 && pongs > 0.0, "{after}");
     // The miner's own figures are its own: one registry per node.
     let (_, _, miner) = http_get(net.nodes[0].metrics_addr(), "/metrics").await;
     let relayed = sample(&miner, "p2p_node_blocks_relayed_total{kind=\"push\"}").unwrap_or(0.0)
