@@ -305,6 +305,20 @@ impl prometheus_client::collector::Collector for NodeCollector {
         let reader = node.chain().reader();
         if let Ok(tip) = reader.tip() {
             gauge(&mut enc, "p2p_node_tip_height", "Height of the main chain's tip.", &[(&[], tip.height as i64)])?;
+            // Sync progress: where the peers are against where we are.
+            let best = node.peers().best_claimed_height();
+            gauge(
+                &mut enc,
+                "p2p_node_peers_best_height",
+                "The highest tip height an active peer claims (sync progress: compare with p2p_node_tip_height).",
+                &[(&[], best as i64)],
+            )?;
+            gauge(
+                &mut enc,
+                "p2p_node_blocks_behind",
+                "Blocks between our tip and the highest tip an active peer claims (0 when level or ahead).",
+                &[(&[], best.saturating_sub(tip.height) as i64)],
+            )?;
         }
         if let Ok(f) = reader.finalized() {
             gauge(

@@ -427,6 +427,12 @@ impl PeerTable {
         usable.choose_multiple(&mut inner.rng, fanout).map(|p| p.address.clone()).collect()
     }
 
+    /// The highest tip height an active peer claims (0 with none): where
+    /// this node's chain is headed, for sync progress.
+    pub fn best_claimed_height(&self) -> u64 {
+        self.lock().peers.values().filter(|p| p.state == PeerState::Active).map(|p| p.best_height).max().unwrap_or(0)
+    }
+
     /// The active peers that claim more work than `than`, the most first,
     /// with the tip each claims.
     pub fn ahead(&self, than: p2p_proto::work::Work) -> Vec<(String, Vec<u8>)> {

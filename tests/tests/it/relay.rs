@@ -74,6 +74,8 @@ async fn metrics_are_scraped_over_http_and_counters_move() {
         .sum::<f64>();
     assert!(arrived >= 3.0, "every block arrived by push or fetch: {after}");
     assert!(sample(&after, "p2p_node_block_propagation_delay_seconds_count").unwrap_or(0.0) >= 3.0, "{after}");
+    assert!(sample(&after, "p2p_node_peers_best_height").is_some(), "{after}");
+    assert_eq!(sample(&after, "p2p_node_blocks_behind"), Some(0.0), "level with its peers: {after}");
     let received_bytes = sample(&after, "p2p_node_relay_bytes_total{direction=\"received\",message=\"send_block\"}")
         .unwrap_or(0.0)
         + sample(&after, "p2p_node_relay_bytes_total{direction=\"received\",message=\"get_block\"}").unwrap_or(0.0);
