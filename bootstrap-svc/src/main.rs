@@ -128,13 +128,6 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot write the listen address to {}", path.display()))?;
     }
     let shutdown = p2p_proto::serving::shutdown_on_signal();
-    let metrics = match args.metrics_listen.as_deref() {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a} for metrics (--metrics-listen)"))?,
-        ),
-        None => None,
-    };
+    let metrics = p2p_proto::metrics_http::bind(args.metrics_listen.as_deref()).await?;
     bootstrap_svc::run_with_metrics(listener, metrics, config, shutdown).await.context("bootstrap server failed")
 }

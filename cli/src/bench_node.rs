@@ -356,8 +356,7 @@ pub async fn propagation(
             arrivals_ms,
             total: (nodes - 1) * rounds,
         };
-        std::fs::write(&path, crate::plot::arrival_svg(&format!("block arrival, {nodes} in-process nodes"), &[curve]))?;
-        eprintln!("wrote {}", path.display());
+        crate::plot::write_curve(&path, &format!("block arrival, {nodes} in-process nodes"), curve)?;
     }
     drop(all);
     net.stop().await;

@@ -82,6 +82,13 @@ pub fn arrival_svg(title: &str, curves: &[Curve]) -> String {
     s
 }
 
+/// Writes one arrival curve to `path` as SVG.
+pub fn write_curve(path: &std::path::Path, title: &str, curve: Curve) -> anyhow::Result<()> {
+    std::fs::write(path, arrival_svg(title, &[curve]))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 fn fmt_ms(t: f64) -> String {
     if t >= 1000.0 { format!("{:.2}s", t / 1000.0) } else { format!("{t:.0}ms") }
 }

@@ -123,8 +123,7 @@ pub fn run(cmd: SimCmd) -> anyhow::Result<()> {
             arrivals_ms,
             total: (nodes - 1) * blocks,
         };
-        std::fs::write(&path, crate::plot::arrival_svg(&format!("block arrival, {nodes} simulated nodes"), &[curve]))?;
-        eprintln!("wrote {}", path.display());
+        crate::plot::write_curve(&path, &format!("block arrival, {nodes} simulated nodes"), curve)?;
     }
     Ok(())
 }

@@ -26,6 +26,35 @@ pub fn block_from_proto(b: PbBlock) -> Result<Block, BlockError> {
     })
 }
 
+/// A block's header as announced (the canonical fields, its nonce and hash).
+pub fn header_to_proto(b: &Block, genesis: &crate::chain::Hash) -> p2p_proto::node::BlockHeader {
+    let h = b.header(genesis);
+    p2p_proto::node::BlockHeader {
+        index: h.index,
+        timestamp_unix_ms: h.timestamp_ms,
+        prev_hash: h.prev_hash.to_vec(),
+        merkle_root: h.merkle_root.to_vec(),
+        bits: h.bits,
+        nonce: b.nonce,
+        hash: b.hash.to_vec(),
+    }
+}
+
+/// An announced header and the hash it claims (its fields well-formed;
+/// its proof of work is [`validate::check_proof_of_work`]'s business).
+pub fn header_from_proto(
+    h: &p2p_proto::node::BlockHeader,
+) -> Result<(crate::chain::block::Header, crate::chain::Hash), BlockError> {
+    let header = crate::chain::block::Header {
+        index: h.index,
+        timestamp_ms: h.timestamp_unix_ms,
+        prev_hash: validate::hash_field("prev_hash", &h.prev_hash)?,
+        merkle_root: validate::hash_field("merkle_root", &h.merkle_root)?,
+        bits: h.bits,
+    };
+    Ok((header, validate::hash_field("hash", &h.hash)?))
+}
+
 pub fn block_to_proto(b: &Block) -> PbBlock {
     PbBlock {
         index: b.index,

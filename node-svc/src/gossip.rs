@@ -422,22 +422,9 @@ fn dispatch_with(node: &NodeHandle, actions: Vec<Action<String>>, block: Option<
                     continue;
                 }
                 Stats::add(&node.counters().blocks_announced, 1);
-                enqueue(&node, to, Out::Announce(header_of(&b, &genesis)));
+                enqueue(&node, to, Out::Announce(convert::header_to_proto(&b, &genesis)));
             }
         });
-    }
-}
-
-fn header_of(b: &Block, genesis: &Hash) -> BlockHeader {
-    let h = b.header(genesis);
-    BlockHeader {
-        index: h.index,
-        timestamp_unix_ms: h.timestamp_ms,
-        prev_hash: h.prev_hash.to_vec(),
-        merkle_root: h.merkle_root.to_vec(),
-        bits: h.bits,
-        nonce: b.nonce,
-        hash: b.hash.to_vec(),
     }
 }
 
@@ -708,7 +695,7 @@ pub(crate) async fn receive_announcement(
     let params = &node.config().network;
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers {
-        let checked = header_from_proto(&h).and_then(|(header, hash)| {
+        let checked = convert::header_from_proto(&h).map_err(Error::from).and_then(|(header, hash)| {
             validate::check_proof_of_work(&header, h.nonce, &hash, params).map_err(Error::from)?;
             Ok((hash, header.index))
         });
@@ -722,18 +709,6 @@ pub(crate) async fn receive_announcement(
     }
     let wanted = announced(node, &peer, headers).await;
     Ok(AnnounceBlocksResponse { wanted })
-}
-
-fn header_from_proto(h: &BlockHeader) -> Result<(crate::chain::block::Header, Hash), Error> {
-    let header = crate::chain::block::Header {
-        index: h.index,
-        timestamp_ms: h.timestamp_unix_ms,
-        prev_hash: validate::hash_field("prev_hash", &h.prev_hash).map_err(Error::from)?,
-        merkle_root: validate::hash_field("merkle_root", &h.merkle_root).map_err(Error::from)?,
-        bits: h.bits,
-    };
-    let hash = validate::hash_field("hash", &h.hash).map_err(Error::from)?;
-    Ok((header, hash))
 }
 
 /// GetBlock: a block relayed recently (perhaps not committed yet) or

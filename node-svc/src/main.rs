@@ -267,13 +267,6 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let shutdown = p2p_proto::serving::shutdown_on_signal();
-    let metrics = match args.metrics_listen.as_deref() {
-        Some(a) => Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot listen on {a} for metrics (--metrics-listen)"))?,
-        ),
-        None => None,
-    };
+    let metrics = p2p_proto::metrics_http::bind(args.metrics_listen.as_deref()).await?;
     node_svc::run(node_svc::Listeners { p2p: listener, admin, metrics }, config, shutdown).await.context("node failed")
 }

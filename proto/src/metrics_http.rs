@@ -37,6 +37,16 @@ pub async fn render(registry: &Arc<Registry>) -> Result<String, std::fmt::Error>
     .unwrap_or(Err(std::fmt::Error))
 }
 
+/// The listener for `--metrics-listen ADDR`, if given; the error names the flag.
+pub async fn bind(addr: Option<&str>) -> std::io::Result<Option<TcpListener>> {
+    match addr {
+        Some(a) => TcpListener::bind(a).await.map(Some).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {a} for metrics (--metrics-listen): {e}"))
+        }),
+        None => Ok(None),
+    }
+}
+
 /// Serves `registry` on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));

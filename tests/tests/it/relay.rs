@@ -191,17 +191,7 @@ async fn a_verified_peer_announcing_a_header_without_its_work_pays_and_a_good_he
     let sender = Some(p2p_proto::node::Sender { node_id: id.clone(), address: address.clone() });
     let genesis = target.node().chain().genesis_hash();
     let header_of = |b: &p2p_proto::node::Block| {
-        let b = node_svc::convert::block_from_proto(b.clone()).expect("block");
-        let h = b.header(&genesis);
-        BlockHeader {
-            index: h.index,
-            timestamp_unix_ms: h.timestamp_ms,
-            prev_hash: h.prev_hash.to_vec(),
-            merkle_root: h.merkle_root.to_vec(),
-            bits: h.bits,
-            nonce: b.nonce,
-            hash: b.hash.to_vec(),
-        }
+        node_svc::convert::header_to_proto(&node_svc::convert::block_from_proto(b.clone()).expect("block"), &genesis)
     };
     // The real block's header is known here: nothing is wanted.
     let r = peer
