@@ -12,5 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(out.join("p2p_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+
+    // etcd's API (the registry's etcd store is its client): not ours to
+    // serve, so neither a server nor part of the reflection descriptors.
+    println!("cargo:rerun-if-changed=proto/etcd/etcd.proto");
+    let etcd = protox::compile(["etcd/etcd.proto"], ["proto"])?;
+    tonic_prost_build::configure().build_client(true).build_server(false).compile_fds(etcd)?;
     Ok(())
 }

@@ -7,11 +7,24 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::lease::LeasePolicy;
 
+/// Where registrations are kept.
+#[derive(Debug, Clone, Default)]
+pub enum StoreChoice {
+    /// `registry.redb` in the data directory: one server.
+    #[default]
+    Redb,
+    /// An etcd cluster any number of servers share.
+    Etcd(crate::store::etcd::EtcdOptions),
+}
+
 /// Everything the bootstrap server can be told.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the registry database lives (`registry.redb` inside).
+    /// Where the server's key lives, and the registry database with redb
+    /// (`registry.redb` inside).
     pub data_dir: PathBuf,
+    /// Where registrations are kept.
+    pub store: StoreChoice,
     /// Lease default and bounds.
     pub lease: LeasePolicy,
     /// Peers per GetPeers when the request says 0.
@@ -72,6 +85,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
+            store: StoreChoice::Redb,
             lease: LeasePolicy { default_ttl_secs: 120, min_ttl_secs: 10, max_ttl_secs: 3600 },
             default_peers_limit: 100,
             max_peers_limit: 1000,

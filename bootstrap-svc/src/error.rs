@@ -31,6 +31,10 @@ pub enum Error {
     /// request was not applied. Retry shortly, or against another server.
     #[error("{0}")]
     StoreDown(String),
+    /// The registration changed under the request too many times in a row
+    /// (concurrent writers on a shared store); nothing was applied.
+    #[error("{0}")]
+    Contended(String),
     /// The registry store failed; the request was not applied. The cause
     /// is the source.
     #[error("storage error: {0}")]
@@ -79,6 +83,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::ShuttingDown | Error::StoreDown(_) => Code::Unavailable,
+            Error::Contended(_) => Code::Aborted,
             Error::Storage(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -10,8 +10,10 @@
 //! - [`auth`]: the access rules (signatures, time window, ownership,
 //!   replay), pure and property-tested; checked before the writer where they
 //!   need only the request, inside the store's write where they need the record.
-//! - [`store`]: the [`store::PeerStore`] trait and its redb implementation
-//!   (`store::redb`: tables, group-committing writer, paging and sampling).
+//! - [`store`]: the [`store::PeerStore`] trait and its implementations:
+//!   `store::redb` (one server: tables, group-committing writer, paging and
+//!   sampling) and `store::etcd` (any number of servers on one etcd cluster:
+//!   compare-and-swap transactions, leases, list + watch).
 //! - [`verify`]: dialing pending registrations before they are listed.
 //! - [`lease`]: pure lease arithmetic.
 //! - [`metrics`]: Prometheus metrics (one registry per server).
@@ -30,6 +32,6 @@ pub mod verify;
 /// Time as a dependency (shared with the node): tests use a manual clock.
 pub use p2p_proto::clock;
 
-pub use config::Config;
+pub use config::{Config, StoreChoice};
 pub use error::Error;
 pub use server::{run, run_with_metrics};

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bootstrap_svc::{Config, lease::LeasePolicy};
+use bootstrap_svc::store::etcd::EtcdOptions;
+use bootstrap_svc::{Config, StoreChoice, lease::LeasePolicy};
 use clap::Parser;
 
 /// The bootstrap registry new nodes join the network through.
@@ -14,9 +15,23 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "BOOTSTRAP_LISTEN", default_value = "0.0.0.0:4000")]
     listen: String,
-    /// Directory for the registry database.
+    /// Directory for the server's key (and the registry database with `--store redb`).
     #[arg(long, env = "BOOTSTRAP_DATA_DIR", default_value = "./data/bootstrap")]
     data_dir: PathBuf,
+    /// Where registrations live: `redb` (a file in --data-dir; one server)
+    /// or `etcd` (--etcd-endpoints; any number of servers share it).
+    #[arg(long, env = "BOOTSTRAP_STORE", value_enum, default_value_t = Store::Redb)]
+    store: Store,
+    /// etcd members, comma-separated `host:port` (with `--store etcd`).
+    #[arg(long, env = "BOOTSTRAP_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of the registry in etcd; servers with the same prefix share a registry.
+    #[arg(long, env = "BOOTSTRAP_ETCD_PREFIX", default_value = "/p2p/registry/")]
+    etcd_prefix: String,
+    /// Deadline of one etcd call to one member, in milliseconds (a call
+    /// that misses it is tried on the next member).
+    #[arg(long, env = "BOOTSTRAP_ETCD_TIMEOUT_MS", default_value_t = 2000)]
+    etcd_timeout_ms: u64,
     /// Lease granted when a Register asks for 0 seconds.
     #[arg(long, env = "BOOTSTRAP_DEFAULT_TTL_SECS", default_value_t = 120)]
     default_ttl_secs: u32,
@@ -84,6 +99,12 @@ struct Args {
     log_json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Store {
+    Redb,
+    Etcd,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -99,6 +120,19 @@ async fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.max_peers_limit > 0, "--max-peers-limit must be at least 1");
     let mut config = Config::new(&args.data_dir);
+    config.store = match args.store {
+        Store::Redb => StoreChoice::Redb,
+        Store::Etcd => {
+            let endpoints: Vec<String> =
+                args.etcd_endpoints.iter().map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+            anyhow::ensure!(!endpoints.is_empty(), "--store etcd needs --etcd-endpoints host:port[,host:port...]");
+            anyhow::ensure!(args.etcd_timeout_ms > 0, "--etcd-timeout-ms must be at least 1");
+            let mut options = EtcdOptions::new(endpoints);
+            options.prefix = args.etcd_prefix;
+            options.request_timeout = Duration::from_millis(args.etcd_timeout_ms);
+            StoreChoice::Etcd(options)
+        }
+    };
     config.lease = LeasePolicy {
         default_ttl_secs: args.default_ttl_secs,
         min_ttl_secs: args.min_ttl_secs,

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::service::BootstrapService;
 use crate::store::PeerStore;
+use crate::store::etcd::EtcdStore;
 use crate::store::redb::RedbStore;
 
 /// Most expired leases deleted in one purge transaction.
@@ -32,20 +33,29 @@ pub async fn run_with_metrics(
 ) -> Result<(), Error> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::storage_msg(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
-    let path = config.data_dir.join("registry.redb");
     let opened = std::time::Instant::now();
-    let (registry, commit_metrics) = {
-        let (path, clock, buffer) = (path.clone(), config.clock.clone(), config.watch_buffer);
-        let window = config.signature_window.as_millis() as u64;
-        let r = tokio::task::spawn_blocking(move || RedbStore::open(&path, clock, buffer, window))
-            .await
-            .map_err(Error::storage)??;
-        let commits = r.commit_metrics();
-        (Arc::new(r) as Arc<dyn PeerStore>, commits)
+    let window = config.signature_window.as_millis() as u64;
+    let (clock, buffer) = (config.clock.clone(), config.watch_buffer);
+    let (registry, commit_metrics, location) = match &config.store {
+        crate::config::StoreChoice::Redb => {
+            let path = config.data_dir.join("registry.redb");
+            let location = path.display().to_string();
+            let r = tokio::task::spawn_blocking(move || RedbStore::open(&path, clock, buffer, window))
+                .await
+                .map_err(Error::storage)??;
+            let commits = r.commit_metrics();
+            (Arc::new(r) as Arc<dyn PeerStore>, commits, location)
+        }
+        crate::config::StoreChoice::Etcd(options) => {
+            let location = format!("etcd {} {}", options.endpoints.join(","), options.prefix);
+            let r = EtcdStore::open(options.clone(), clock, buffer, window).await?;
+            let commits = r.commit_metrics();
+            (Arc::new(r) as Arc<dyn PeerStore>, commits, location)
+        }
     };
     let count = registry.count().await?;
     let local = listener.local_addr().map_err(Error::storage)?;
-    tracing::info!(%local, path = %path.display(), registrations = count, open_ms = opened.elapsed().as_millis() as u64, "bootstrap registry serving");
+    tracing::info!(%local, store = %location, registrations = count, open_ms = opened.elapsed().as_millis() as u64, "bootstrap registry serving");
 
     // The bootstrap's own identity: its TLS certificate proves it, so a node
     // that pins it (`--bootstrap ID@host:port`) cannot be fed a fake list.

@@ -15,6 +15,7 @@
 //!   (reflection, health) and how their binaries start and stop.
 //! - [`storage`]: a redb database that reports failures and is reopened.
 //! - [`tls`]: TLS 1.3 links whose certificates prove a node id (libp2p's design).
+//! - [`etcd`]: etcd's v3 API, client side (the registry's etcd store).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 
 pub mod address;
@@ -54,7 +55,15 @@ pub mod pb {
             }
         }
     }
+    pub mod etcdserverpb {
+        #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+        tonic::include_proto!("etcdserverpb");
+    }
 }
+
+/// `etcdserverpb`: the client side of etcd's v3 API (the subset the
+/// registry's etcd store uses).
+pub use pb::etcdserverpb as etcd;
 
 /// `p2p.admin.v1`: a node's operator API (its own listener).
 pub use pb::p2p::admin::v1 as admin;

@@ -1,8 +1,11 @@
 //! Where registrations live: the [`PeerStore`] trait the service talks to,
-//! and its implementations ([`redb`]: one machine, group-committed). Every
+//! and its implementations ([`redb`]: one machine, group-committed;
+//! [`etcd`]: any number of servers on one etcd cluster). Every
 //! store applies the [`crate::auth`] rules inside its write, and answers a
 //! write only once it is durable.
 
+pub mod etcd;
+pub mod record;
 pub mod redb;
 
 use p2p_proto::bootstrap::{Peer, PeerEvent};

@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod devnet;
+mod etcd;
 mod faults;
 mod finality;
 mod grpcurl;

@@ -1,0 +1,118 @@
+//! Each server's copy of the listed registrations, kept by list + watch (as
+//! Kubernetes informers keep theirs), for what etcd cannot answer cheaply:
+//! a uniform random sample (etcd ranges have no offset, so no "k-th key")
+//! and the count. Records live in a dense vector with an address index, so
+//! a sample of k costs O(k) at any size and removal swaps the last entry
+//! into the hole.
+
+use std::collections::HashMap;
+
+use rand::seq::index;
+
+/// The listed registrations: address → encoded record.
+#[derive(Debug, Default)]
+pub struct Listed {
+    index: HashMap<Box<str>, usize>,
+    slots: Vec<(Box<str>, Box<[u8]>)>,
+}
+
+impl Listed {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn get(&self, address: &str) -> Option<&[u8]> {
+        self.index.get(address).map(|&i| &*self.slots[i].1)
+    }
+
+    pub fn insert(&mut self, address: &str, record: &[u8]) {
+        match self.index.get(address) {
+            Some(&i) => self.slots[i].1 = record.into(),
+            None => {
+                self.index.insert(address.into(), self.slots.len());
+                self.slots.push((address.into(), record.into()));
+            }
+        }
+    }
+
+    /// Removes `address`; its record if it was there.
+    pub fn remove(&mut self, address: &str) -> Option<Box<[u8]>> {
+        let i = self.index.remove(address)?;
+        let (_, record) = self.slots.swap_remove(i);
+        if let Some((moved, _)) = self.slots.get(i) {
+            self.index.insert(moved.clone(), i);
+        }
+        Some(record)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.slots.iter().map(|(a, r)| (&**a, &**r))
+    }
+
+    /// Up to `want` distinct entries chosen uniformly at random, in random order.
+    pub fn sample(&self, want: usize) -> Vec<(&str, &[u8])> {
+        let n = self.slots.len();
+        index::sample(&mut rand::rng(), n, want.min(n))
+            .into_iter()
+            .map(|i| (&*self.slots[i].0, &*self.slots[i].1))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the inserts and removals, the index and the slots agree.
+        #[test]
+        fn index_and_slots_agree(ops in proptest::collection::vec((any::<bool>(), 0u8..32), 0..200)) {
+            let mut l = Listed::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (insert, a) in ops {
+                let addr = format!("h{a}:1");
+                if insert {
+                    l.insert(&addr, &[a]);
+                    model.insert(addr, a);
+                } else {
+                    prop_assert_eq!(l.remove(&addr).map(|r| r[0]), model.remove(&addr));
+                }
+            }
+            prop_assert_eq!(l.len(), model.len());
+            for (addr, v) in &model {
+                prop_assert_eq!(l.get(addr), Some(&[*v][..]));
+            }
+            let sampled = l.sample(10);
+            prop_assert_eq!(sampled.len(), model.len().min(10));
+            let distinct: std::collections::HashSet<_> = sampled.iter().map(|(a, _)| *a).collect();
+            prop_assert_eq!(distinct.len(), sampled.len());
+        }
+    }
+
+    /// Every entry is about equally likely: 20,000 samples of 5 from 100
+    /// entries put each entry near 1,000 times. A chi-square statistic
+    /// over 99 degrees of freedom beyond 160 has probability below 1e-4.
+    #[test]
+    fn samples_are_uniform() {
+        let mut l = Listed::default();
+        for i in 0..120 {
+            l.insert(&format!("h{i}:1"), &[]);
+        }
+        // Removals reshuffle slots; the sample must not care.
+        for i in 0..20 {
+            l.remove(&format!("h{}:1", i * 6));
+        }
+        let mut hits: HashMap<String, u32> = HashMap::new();
+        let rounds = 20_000;
+        for _ in 0..rounds {
+            for (a, _) in l.sample(5) {
+                *hits.entry(a.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(hits.len(), 100);
+        let expected = f64::from(rounds * 5) / 100.0;
+        let chi2: f64 = hits.values().map(|&h| (f64::from(h) - expected).powi(2) / expected).sum();
+        assert!(chi2 < 160.0, "chi-square {chi2:.1} over 99 degrees of freedom");
+    }
+}
