@@ -99,11 +99,14 @@ pub enum BenchCmd {
     /// Register and GetPeers throughput and latency against a registry holding
     /// N peers, and the same load against a no-op handler for comparison.
     Bootstrap {
-        /// Bootstrap to measure; by default one is started in-process on a
-        /// temporary directory. A remote one needs --register-per-minute 0
-        /// and --verify-registrations false (the addresses are made up).
+        /// Registry to measure, `[LABEL=]HOST:PORT[,HOST:PORT...]`: several
+        /// servers of one registry (etcd) share the load. Repeat to measure
+        /// several registries in one run, each also as a ratio to the first.
+        /// By default one redb bootstrap is started in-process. Remote ones
+        /// need --register-per-minute 0 and --verify-registrations false
+        /// (the addresses are made up).
         #[arg(long)]
-        target: Option<String>,
+        target: Vec<String>,
         /// Peers to register before measuring.
         #[arg(long, default_value_t = 100_000)]
         peers: u64,
@@ -178,6 +181,25 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     }
 }
 
+/// One registry under test: its servers share the load.
+#[derive(Debug, Clone)]
+struct Target {
+    label: String,
+    endpoints: Vec<String>,
+}
+
+impl Target {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        let (label, list) = match s.split_once('=') {
+            Some((l, rest)) => (Some(l.to_string()), rest),
+            None => (None, s),
+        };
+        let endpoints: Vec<String> = list.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+        anyhow::ensure!(!endpoints.is_empty(), "--target {s:?} names no server");
+        Ok(Target { label: label.unwrap_or_else(|| endpoints.join(",")), endpoints })
+    }
+}
+
 /// Latency figures of one measured run.
 struct Stats {
     ok: u64,
@@ -248,7 +270,7 @@ async fn clients(endpoint: &str, n: usize) -> anyhow::Result<Vec<BootstrapClient
 }
 
 async fn bootstrap(
-    target: Option<String>,
+    targets: Vec<String>,
     peers: u64,
     concurrency: usize,
     requests: u64,
@@ -256,33 +278,20 @@ async fn bootstrap(
 ) -> anyhow::Result<()> {
     let _dir;
     let mut stops = Vec::new();
-    let endpoint = match target {
-        Some(t) => t,
-        None => {
-            let dir = tempfile::tempdir()?;
-            let mut config = bootstrap_svc::Config::new(dir.path());
-            config.disable_rate_limits();
-            config.lease.default_ttl_secs = 3600;
-            // The registered addresses are made up: measure the registry, not the verifier.
-            config.verify_registrations = false;
-            config.plaintext = crate::connect::is_plaintext();
-            let (addr, stop) = spawn(|l, s| bootstrap_svc::run(l, config, s)).await?;
-            _dir = dir;
-            stops.push(stop);
-            eprintln!("started an in-process bootstrap at {addr} (release builds give the meaningful figures)");
-            addr.to_string()
-        }
-    };
-    let real = clients(&endpoint, conns).await?;
-    if peers > 0 {
-        eprintln!("registering {peers} peers with {concurrency} in flight…");
-        let bar = crate::bench_node::progress(peers, "registering");
-        let pre = measure(peers, concurrency, Some(&bar), |i| register(&real, i)).await;
-        bar.finish_and_clear();
-        if let Some(e) = &pre.first_error {
-            anyhow::bail!("preloading failed ({} errors), first: {e}", pre.errors);
-        }
-        eprintln!("preloaded {} peers in {:.1}s ({:.0} registers/s)", pre.ok, pre.elapsed.as_secs_f64(), pre.rate());
+    let mut targets = targets.iter().map(|t| Target::parse(t)).collect::<anyhow::Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        let dir = tempfile::tempdir()?;
+        let mut config = bootstrap_svc::Config::new(dir.path());
+        config.disable_rate_limits();
+        config.lease.default_ttl_secs = 3600;
+        // The registered addresses are made up: measure the registry, not the verifier.
+        config.verify_registrations = false;
+        config.plaintext = crate::connect::is_plaintext();
+        let (addr, stop) = spawn(|l, s| bootstrap_svc::run(l, config, s)).await?;
+        _dir = dir;
+        stops.push(stop);
+        eprintln!("started an in-process bootstrap at {addr} (release builds give the meaningful figures)");
+        targets.push(Target { label: "in-process redb".into(), endpoints: vec![addr.to_string()] });
     }
 
     // The same transport as the registry (TLS unless --plaintext), so the
@@ -302,29 +311,59 @@ async fn bootstrap(
     })
     .await?;
     stops.push(noop_stop);
-    let noop = clients(&noop_addr.to_string(), conns).await?;
+    targets.push(Target { label: "no-op".into(), endpoints: vec![noop_addr.to_string()] });
 
-    let mut table = Table::new(&["OPERATION", "SERVER", "REQUESTS", "ERRORS", "REQ/S", "P50", "P99"]);
-    for (name, target, clients, offset) in
-        [("registry", endpoint.as_str(), &real, peers), ("no-op", "in-process", &noop, 0)]
-    {
-        for op in [Op::RegisterNew, Op::RegisterRefresh, Op::Page, Op::Random] {
-            let s = measure(requests, concurrency, None, |i| op.call(clients, offset, peers, i)).await;
-            if let Some(e) = &s.first_error {
-                eprintln!("{} against {name}: {} errors, first: {e}", op.name(), s.errors);
+    let mut table = Table::new(&["OPERATION", "SERVER", "REQUESTS", "ERRORS", "REQ/S", "VS FIRST", "P50", "P99"]);
+    // Requests/s of the first target, per operation, for the ratios.
+    let mut first: Vec<f64> = Vec::new();
+    let last = targets.len() - 1;
+    for (t, target) in targets.iter().enumerate() {
+        // Each registry gets addresses of its own, so registries that share
+        // a store (etcd prefixes) never refresh each other's peers.
+        let base = (t as u64) << 32;
+        let mut clients_of = Vec::new();
+        for endpoint in &target.endpoints {
+            clients_of.extend(clients(endpoint, conns).await?);
+        }
+        let noop = t == last;
+        if peers > 0 && !noop {
+            eprintln!("{}: registering {peers} peers with {concurrency} in flight…", target.label);
+            let bar = crate::bench_node::progress(peers, "registering");
+            let pre = measure(peers, concurrency, Some(&bar), |i| register(&clients_of, base + i)).await;
+            bar.finish_and_clear();
+            if let Some(e) = &pre.first_error {
+                anyhow::bail!("preloading {} failed ({} errors), first: {e}", target.label, pre.errors);
             }
+            eprintln!(
+                "{}: preloaded {} peers in {:.1}s ({:.0} registers/s)",
+                target.label,
+                pre.ok,
+                pre.elapsed.as_secs_f64(),
+                pre.rate()
+            );
+        }
+        for (k, op) in [Op::RegisterNew, Op::RegisterRefresh, Op::Page, Op::Random].into_iter().enumerate() {
+            let s = measure(requests, concurrency, None, |i| op.call(&clients_of, base, peers, i)).await;
+            if let Some(e) = &s.first_error {
+                eprintln!("{} against {}: {} errors, first: {e}", op.name(), target.label, s.errors);
+            }
+            if t == 0 {
+                first.push(s.rate());
+            }
+            let ratio = first.get(k).filter(|f| **f > 0.0).map(|f| format!("{:.2}x", s.rate() / f));
             table.row(vec![
                 op.name().into(),
-                format!("{name} ({target})"),
+                format!("{} ({})", target.label, target.endpoints.join(",")),
                 s.ok.to_string(),
                 s.errors.to_string(),
                 format!("{:.0}", s.rate()),
+                ratio.unwrap_or_else(|| "-".into()),
                 format!("{:.2}ms", s.p50.as_secs_f64() * 1000.0),
                 format!("{:.2}ms", s.p99.as_secs_f64() * 1000.0),
             ]);
         }
     }
-    println!("bootstrap benchmark: {peers} preloaded peers, concurrency {concurrency}, {conns} connections");
+    println!("bootstrap benchmark: {peers} preloaded peers, concurrency {concurrency}, {conns} connections per server");
     table.print();
     for stop in stops {
         stop.cancel();
@@ -351,11 +390,12 @@ impl Op {
         }
     }
 
-    /// The `i`th request; new registrations start after the `offset` preloaded ones.
-    async fn call(self, clients: &[BootstrapClient<Channel>], offset: u64, peers: u64, i: u64) -> Result<(), Status> {
+    /// The `i`th request against a registry whose addresses start at
+    /// `base`; new registrations come after its `peers` preloaded ones.
+    async fn call(self, clients: &[BootstrapClient<Channel>], base: u64, peers: u64, i: u64) -> Result<(), Status> {
         match self {
-            Op::RegisterNew => register(clients, offset + i).await,
-            Op::RegisterRefresh => register(clients, i % peers.max(1)).await,
+            Op::RegisterNew => register(clients, base + peers + i).await,
+            Op::RegisterRefresh => register(clients, base + i % peers.max(1)).await,
             Op::Page => get_peers(clients, i, false).await,
             Op::Random => get_peers(clients, i, true).await,
         }

@@ -209,16 +209,9 @@ async fn watch(client: &mut BootstrapClient<Channel>) -> tonic::Streaming<PeerEv
 
 /// The next event about `address` (others are skipped), within `within`.
 async fn next_about(events: &mut tonic::Streaming<PeerEvent>, address: &str, within: Duration) -> PeerEvent {
-    tokio::time::timeout(within, async {
-        loop {
-            let ev = events.next().await.expect("stream open").expect("event");
-            if ev.peer.as_ref().is_some_and(|p| p.address == address) {
-                return ev;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no event about {address} within {within:?}"))
+    tokio::time::timeout(within, next_about_any(events, address))
+        .await
+        .unwrap_or_else(|_| panic!("no event about {address} within {within:?}"))
 }
 
 fn kind(ev: &PeerEvent) -> PeerEventKind {
@@ -535,4 +528,50 @@ async fn a_watch_overtaken_by_compaction_lists_again_and_announces_what_it_misse
     assert_eq!(sampled, ["10.4.0.2:7000"]);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_record_whose_lease_outlives_its_expiry_is_expired_by_the_servers() {
+    let Some(cluster) = EtcdCluster::start().await else { return };
+    let prefix = prefix();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A's clock runs ahead of etcd's: the lease (60 s of etcd's time) is
+    // still alive when A's clock says the registration expired, as after an
+    // etcd leader change renews leases in full.
+    let clock = bootstrap_svc::clock::ManualClock::new(now_ms());
+    let mut config = etcd_config(da.path(), cluster.endpoints(), &prefix);
+    config.clock = Arc::new(clock.clone());
+    let a = TestBootstrap::start(config).await;
+    let b = TestBootstrap::start(etcd_config(db.path(), cluster.endpoints(), &prefix)).await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let mut on_b = watch(&mut cb).await;
+    ca.register(RegisterRequest { address: "10.5.0.1:7000".into(), ttl_seconds: 60, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(kind(&next_about(&mut on_b, "10.5.0.1:7000", Duration::from_secs(10)).await), PeerEventKind::Joined);
+
+    clock.advance_ms(70_000);
+    let started = Instant::now();
+    let ev = next_about(&mut on_b, "10.5.0.1:7000", Duration::from_secs(20)).await;
+    assert_eq!(kind(&ev), PeerEventKind::Expired);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let etcd = bootstrap_svc::store::etcd::EtcdClient::new(&cluster.endpoints(), Duration::from_secs(2)).unwrap();
+    let key = bootstrap_svc::store::etcd::keys::Keys::new(&prefix)
+        .key(bootstrap_svc::store::etcd::keys::Kind::Listed, "10.5.0.1:7000");
+    let left = etcd.range(RangeRequest { key, count_only: true, ..Default::default() }).await.unwrap();
+    assert_eq!(left.count, 0, "the overdue record is deleted from etcd");
+    // Exactly one EXPIRED: nothing more about it arrives.
+    let more = tokio::time::timeout(Duration::from_secs(2), next_about_any(&mut on_b, "10.5.0.1:7000")).await;
+    assert!(more.is_err(), "a second event: {more:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn next_about_any(events: &mut tonic::Streaming<PeerEvent>, address: &str) -> PeerEvent {
+    loop {
+        let ev = events.next().await.expect("stream open").expect("event");
+        if ev.peer.as_ref().is_some_and(|p| p.address == address) {
+            return ev;
+        }
+    }
 }

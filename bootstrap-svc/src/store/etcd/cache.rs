@@ -1,19 +1,29 @@
 //! Each server's copy of the listed registrations, kept by list + watch (as
 //! Kubernetes informers keep theirs), for what etcd cannot answer cheaply:
-//! a uniform random sample (etcd ranges have no offset, so no "k-th key")
-//! and the count. Records live in a dense vector with an address index, so
-//! a sample of k costs O(k) at any size and removal swaps the last entry
-//! into the hole.
+//! a uniform random sample (etcd ranges have no offset, so no "k-th key"),
+//! the count, and which records are past their expiry. Records live in a
+//! dense vector with an address index, so a sample of k costs O(k) at any
+//! size and removal swaps the last entry into the hole.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use rand::seq::index;
 
-/// The listed registrations: address → encoded record.
+/// The listed registrations: address → encoded record, with the etcd
+/// revision it was written at and when it expires.
 #[derive(Debug, Default)]
 pub struct Listed {
     index: HashMap<Box<str>, usize>,
-    slots: Vec<(Box<str>, Box<[u8]>)>,
+    slots: Vec<Entry>,
+    by_expiry: BTreeSet<(u64, Box<str>)>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    address: Box<str>,
+    record: Box<[u8]>,
+    revision: i64,
+    expires_at_ms: u64,
 }
 
 impl Listed {
@@ -22,31 +32,50 @@ impl Listed {
     }
 
     pub fn get(&self, address: &str) -> Option<&[u8]> {
-        self.index.get(address).map(|&i| &*self.slots[i].1)
+        self.index.get(address).map(|&i| &*self.slots[i].record)
     }
 
-    pub fn insert(&mut self, address: &str, record: &[u8]) {
+    pub fn insert(&mut self, address: &str, record: &[u8], revision: i64, expires_at_ms: u64) {
         match self.index.get(address) {
-            Some(&i) => self.slots[i].1 = record.into(),
+            Some(&i) => {
+                let e = &mut self.slots[i];
+                self.by_expiry.remove(&(e.expires_at_ms, e.address.clone()));
+                e.record = record.into();
+                e.revision = revision;
+                e.expires_at_ms = expires_at_ms;
+            }
             None => {
                 self.index.insert(address.into(), self.slots.len());
-                self.slots.push((address.into(), record.into()));
+                self.slots.push(Entry { address: address.into(), record: record.into(), revision, expires_at_ms });
             }
         }
+        self.by_expiry.insert((expires_at_ms, address.into()));
     }
 
     /// Removes `address`; its record if it was there.
     pub fn remove(&mut self, address: &str) -> Option<Box<[u8]>> {
         let i = self.index.remove(address)?;
-        let (_, record) = self.slots.swap_remove(i);
-        if let Some((moved, _)) = self.slots.get(i) {
-            self.index.insert(moved.clone(), i);
+        let e = self.slots.swap_remove(i);
+        self.by_expiry.remove(&(e.expires_at_ms, e.address));
+        if let Some(moved) = self.slots.get(i) {
+            self.index.insert(moved.address.clone(), i);
         }
-        Some(record)
+        Some(e.record)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.slots.iter().map(|(a, r)| (&**a, &**r))
+        self.slots.iter().map(|e| (&*e.address, &*e.record))
+    }
+
+    /// Up to `max` records that expired before `before_ms`, the oldest
+    /// first: (address, record, revision).
+    pub fn expired(&self, before_ms: u64, max: usize) -> Vec<(String, Box<[u8]>, i64)> {
+        self.by_expiry
+            .range(..(before_ms, Box::<str>::from("")))
+            .take(max)
+            .filter_map(|(_, a)| self.index.get(a).map(|&i| &self.slots[i]))
+            .map(|e| (e.address.to_string(), e.record.clone(), e.revision))
+            .collect()
     }
 
     /// Up to `want` distinct entries chosen uniformly at random, in random order.
@@ -54,7 +83,7 @@ impl Listed {
         let n = self.slots.len();
         index::sample(&mut rand::rng(), n, want.min(n))
             .into_iter()
-            .map(|i| (&*self.slots[i].0, &*self.slots[i].1))
+            .map(|i| (&*self.slots[i].address, &*self.slots[i].record))
             .collect()
     }
 }
@@ -73,7 +102,7 @@ mod tests {
             for (insert, a) in ops {
                 let addr = format!("h{a}:1");
                 if insert {
-                    l.insert(&addr, &[a]);
+                    l.insert(&addr, &[a], 1, u64::from(a));
                     model.insert(addr, a);
                 } else {
                     prop_assert_eq!(l.remove(&addr).map(|r| r[0]), model.remove(&addr));
@@ -83,6 +112,11 @@ mod tests {
             for (addr, v) in &model {
                 prop_assert_eq!(l.get(addr), Some(&[*v][..]));
             }
+            // The expiry index holds exactly the entries, by expiry.
+            let expired: Vec<u8> = l.expired(16, usize::MAX).iter().map(|(_, r, _)| r[0]).collect();
+            let mut want: Vec<u8> = model.values().copied().filter(|v| *v < 16).collect();
+            want.sort();
+            prop_assert_eq!(expired, want);
             let sampled = l.sample(10);
             prop_assert_eq!(sampled.len(), model.len().min(10));
             let distinct: std::collections::HashSet<_> = sampled.iter().map(|(a, _)| *a).collect();
@@ -97,7 +131,7 @@ mod tests {
     fn samples_are_uniform() {
         let mut l = Listed::default();
         for i in 0..120 {
-            l.insert(&format!("h{i}:1"), &[]);
+            l.insert(&format!("h{i}:1"), &[], 1, 0);
         }
         // Removals reshuffle slots; the sample must not care.
         for i in 0..20 {

@@ -51,6 +51,11 @@ use crate::lease;
 const MAX_ATTEMPTS: usize = 8;
 /// Records per range when listing.
 const LIST_PAGE: i64 = 5_000;
+/// How long past its expiry a listed record may stay before a server
+/// deletes it itself (its lease normally ends within ~2 s).
+const REAP_GRACE: Duration = Duration::from_secs(5);
+/// Most overdue records one purge deletes (one transaction each).
+const REAP_BATCH: usize = 256;
 /// Pending registrations read per verifier poll.
 const PENDING_SCAN: i64 = 512;
 
@@ -374,7 +379,7 @@ async fn list(client: &EtcdClient, keys: &Keys) -> Result<(i64, cache::Listed), 
         let Some(last) = resp.kvs.last().map(|kv| kv.key.clone()) else { break };
         for kv in &resp.kvs {
             if let Some(Parsed::Address(Kind::Listed, addr)) = keys.parse(&kv.key) {
-                out.insert(addr, &kv.value);
+                out.insert(addr, &kv.value, kv.mod_revision, expiry_of(&kv.value));
             }
         }
         if !resp.more {
@@ -519,7 +524,7 @@ fn apply_revision(inner: &Inner, events: Vec<Event>) {
                 Err(e) => tracing::warn!(error = %e, "undecodable registry events in etcd; skipped"),
             },
             Some(Parsed::Address(Kind::Listed, addr)) if ev.r#type == EventType::Put as i32 => {
-                inner.listed_mut().insert(addr, &kv.value);
+                inner.listed_mut().insert(addr, &kv.value, kv.mod_revision, expiry_of(&kv.value));
             }
             Some(Parsed::Address(Kind::Listed, addr)) => {
                 let held = inner.listed_mut().remove(addr);
@@ -541,6 +546,11 @@ fn apply_revision(inner: &Inner, events: Vec<Event>) {
             _ => {}
         }
     }
+}
+
+/// When an encoded record expires (0, at once, if it cannot be decoded).
+fn expiry_of(record: &[u8]) -> u64 {
+    PeerRecord::decode(record).map(|r| r.expires_at_ms).unwrap_or(0)
 }
 
 fn key_of(e: &Event) -> Option<&[u8]> {
@@ -663,9 +673,42 @@ impl PeerStore for EtcdStore {
         Ok(view.rec.filter(|r| lease::is_live(r.expires_at_ms, now)).map(|r| r.public_key))
     }
 
-    /// etcd deletes a record when its lease ends; nothing to do here.
-    async fn purge_expired(&self, _max: usize) -> Result<usize, Error> {
-        Ok(0)
+    /// etcd deletes a record when its lease ends. A lease can outlive its
+    /// schedule (a new etcd leader renews every lease in full), so records
+    /// still listed [`REAP_GRACE`] after their expiry are deleted here,
+    /// each only if unchanged since this server saw it, with its EXPIRED
+    /// event. Every server may try; the compare lets one succeed.
+    async fn purge_expired(&self, max: usize) -> Result<usize, Error> {
+        let inner = &self.inner;
+        let now = inner.now_ms();
+        let due = inner.listed().expired(now.saturating_sub(REAP_GRACE.as_millis() as u64), max.min(REAP_BATCH));
+        let mut reaped = 0;
+        for (address, record, revision) in due {
+            let key = inner.keys.key(Kind::Listed, &address);
+            let peer = decode_record(&record)?.to_peer(&address);
+            let expired =
+                PeerEvent { kind: PeerEventKind::Expired as i32, peer: Some(peer), missed: 0, at_unix_ms: now };
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Equal as i32,
+                    target: compare::CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    target_union: Some(compare::TargetUnion::ModRevision(revision)),
+                }],
+                success: vec![
+                    delete(key),
+                    put(inner.keys.events(), EventBatch { events: vec![expired] }.encode_to_vec(), 0),
+                ],
+                failure: Vec::new(),
+            };
+            match inner.client.txn(txn).await {
+                Ok(r) if r.succeeded => reaped += 1,
+                // Refreshed, or reaped by another server, meanwhile.
+                Ok(_) => {}
+                Err(s) => return Err(inner.client.error("expiry", s)),
+            }
+        }
+        Ok(reaped)
     }
 
     /// Listed registrations this server knows of (its copy, ms behind etcd).
