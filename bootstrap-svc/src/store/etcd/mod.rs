@@ -227,13 +227,15 @@ impl Inner {
         address: &str,
         decide: impl Fn(&View, u64) -> Result<(After, T), Error>,
     ) -> Result<T, Error> {
-        // Writes whose fate is unknown (the member failed before it
-        // answered): if one of them is what we read back, it committed.
-        let mut unknown: Vec<(After, T)> = Vec::new();
+        // Every write attempted so far. A failed compare may be our own
+        // earlier attempt having landed (a member that timed out after
+        // applying it, then a retry on the next member): if what we read
+        // back is one of them, it committed.
+        let mut attempted: Vec<(After, T)> = Vec::new();
         let mut last_failure = None;
         for _ in 0..MAX_ATTEMPTS {
             let (view, revs) = self.read(address).await?;
-            if let Some((_, answer)) = unknown.iter().find(|(after, _)| holds(&view, after)) {
+            if let Some((_, answer)) = attempted.iter().find(|(after, _)| holds(&view, after)) {
                 return Ok(answer.clone());
             }
             let now = self.now_ms();
@@ -242,6 +244,7 @@ impl Inner {
                 return Ok(answer);
             }
             let txn = self.transaction(address, revs, &after, now).await?;
+            attempted.push((after, answer.clone()));
             let started = Instant::now();
             match self.client.txn(txn).await {
                 Ok(resp) if resp.succeeded => {
@@ -249,11 +252,11 @@ impl Inner {
                     self.commit_metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                     return Ok(answer);
                 }
-                // Another write came first: decide again.
+                // Another write came first (or ours did, on a member that
+                // then failed to answer): read and decide again.
                 Ok(_) => continue,
                 Err(s) if client::lease_not_found(&s) => self.leases.forget_expired(now / 1000 + 3),
                 Err(s) if client::another_member_may_answer(&s) => {
-                    unknown.push((after, answer));
                     last_failure = Some(self.client.error("write", s));
                 }
                 Err(s) => return Err(self.client.error("write", s)),
