@@ -35,6 +35,11 @@ impl Listed {
         self.index.get(address).map(|&i| &*self.slots[i].record)
     }
 
+    /// The record and the etcd revision it was written at.
+    pub fn entry(&self, address: &str) -> Option<(&[u8], i64)> {
+        self.index.get(address).map(|&i| (&*self.slots[i].record, self.slots[i].revision))
+    }
+
     pub fn insert(&mut self, address: &str, record: &[u8], revision: i64, expires_at_ms: u64) {
         match self.index.get(address) {
             Some(&i) => {

@@ -220,13 +220,29 @@ impl Inner {
         Ok((view, revs))
     }
 
-    /// Reads, decides, and commits if nothing read has changed; decides
-    /// again on fresh data if something has.
+    /// What this server's copy holds for a listed `address`, as a view to
+    /// decide on without reading: the record and the revision it was
+    /// written at. The transaction then compares that revision (and that
+    /// no pending record exists), so a stale copy only costs a retry on
+    /// read data. The replay floor is not in the copy: use this only for a
+    /// decision that cannot depend on it ([`fast_path_ok`]).
+    fn cached(&self, address: &str) -> Option<(View, [i64; 3])> {
+        let listed = self.listed();
+        let (bytes, revision) = listed.entry(address)?;
+        let rec = PeerRecord::decode(bytes).ok()?;
+        Some((View { rec: Some(rec), tomb: None }, [revision, 0, UNCHECKED]))
+    }
+
+    /// Decides and commits if nothing it decided on has changed (starting
+    /// from `hint` if given, else from a read); decides again on freshly
+    /// read data if something has.
     async fn update<T: Clone>(
         &self,
         address: &str,
+        hint: Option<(View, [i64; 3])>,
         decide: impl Fn(&View, u64) -> Result<(After, T), Error>,
     ) -> Result<T, Error> {
+        let mut hint = hint;
         // Every write attempted so far. A failed compare may be our own
         // earlier attempt having landed (a member that timed out after
         // applying it, then a retry on the next member): if what we read
@@ -234,7 +250,10 @@ impl Inner {
         let mut attempted: Vec<(After, T)> = Vec::new();
         let mut last_failure = None;
         for _ in 0..MAX_ATTEMPTS {
-            let (view, revs) = self.read(address).await?;
+            let (view, revs) = match hint.take() {
+                Some(h) => h,
+                None => self.read(address).await?,
+            };
             if let Some((_, answer)) = attempted.iter().find(|(after, _)| holds(&view, after)) {
                 return Ok(answer.clone());
             }
@@ -275,6 +294,7 @@ impl Inner {
         let compare = kinds
             .iter()
             .zip(revs)
+            .filter(|(_, rev)| *rev != UNCHECKED)
             .map(|(&k, rev)| Compare {
                 result: compare::CompareResult::Equal as i32,
                 target: compare::CompareTarget::Mod as i32,
@@ -303,6 +323,20 @@ impl Inner {
         }
         Ok(TxnRequest { compare, success: ops, failure: Vec::new() })
     }
+}
+
+/// A revision not compared (the key is not part of the decision).
+const UNCHECKED: i64 = -1;
+
+/// Whether a Register can be decided on the cached record alone: it is
+/// live, and the request is unsigned (the replay floor plays no part) or
+/// signed by the record's own key (whose floor is never above the record's
+/// last signed timestamp, which the rules check).
+fn fast_path_ok(view: &View, cmd: &RegisterCmd, now: u64) -> bool {
+    let Some(rec) = &view.rec else { return false };
+    !rec.pending
+        && lease::is_live(rec.expires_at_ms, now)
+        && cmd.claim.as_ref().is_none_or(|c| c.public_key == rec.public_key)
 }
 
 /// Whether `view` is what committing `after` leaves.
@@ -652,14 +686,18 @@ impl Leases {
 
 #[tonic::async_trait]
 impl PeerStore for EtcdStore {
+    /// A refresh of a listed record (most Registers) decides on this
+    /// server's copy and commits in one round trip; anything else reads first.
     async fn register(&self, cmd: RegisterCmd) -> Result<Registered, Error> {
         let window = self.inner.window_ms;
-        self.inner.update(&cmd.address.clone(), |view, now| logic::register(view, &cmd, now, window)).await
+        let now = self.inner.now_ms();
+        let hint = self.inner.cached(&cmd.address).filter(|(view, _)| fast_path_ok(view, &cmd, now));
+        self.inner.update(&cmd.address.clone(), hint, |view, now| logic::register(view, &cmd, now, window)).await
     }
 
     async fn remove(&self, cmd: RemoveCmd) -> Result<bool, Error> {
         let window = self.inner.window_ms;
-        self.inner.update(&cmd.address.clone(), |view, now| logic::remove(view, &cmd, now, window)).await
+        self.inner.update(&cmd.address.clone(), None, |view, now| logic::remove(view, &cmd, now, window)).await
     }
 
     fn serving(&self) -> watch::Receiver<bool> {
@@ -835,7 +873,7 @@ impl PeerStore for EtcdStore {
 
     async fn record_verification(&self, check: PendingCheck, outcome: Verification) -> Result<(), Error> {
         self.inner
-            .update(&check.address.clone(), |view, now| Ok((logic::verified(view, &check, &outcome, now), ())))
+            .update(&check.address.clone(), None, |view, now| Ok((logic::verified(view, &check, &outcome, now), ())))
             .await
     }
 
@@ -855,6 +893,26 @@ impl PeerStore for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refreshes_that_cannot_depend_on_the_floor_skip_the_read() {
+        let signed = PeerRecord { public_key: vec![1; 32], expires_at_ms: 100, ..Default::default() };
+        let view = View { rec: Some(signed.clone()), tomb: None };
+        let cmd = |claim: Option<u8>| RegisterCmd {
+            address: "a:1".into(),
+            claim: claim.map(|k| crate::auth::SignedClaim { public_key: vec![k; 32], timestamp_ms: 5 }),
+            ttl_secs: 10,
+            client_ip: "1.1.1.1".into(),
+            verify: false,
+        };
+        assert!(fast_path_ok(&view, &cmd(Some(1)), 50), "the owner's refresh");
+        assert!(fast_path_ok(&view, &cmd(None), 50), "unsigned: no floor involved (the rules refuse it)");
+        assert!(!fast_path_ok(&view, &cmd(Some(2)), 50), "another key: its floor matters");
+        assert!(!fast_path_ok(&view, &cmd(Some(1)), 100), "expired: a new registration");
+        let pending = View { rec: Some(PeerRecord { pending: true, ..signed }), tomb: None };
+        assert!(!fast_path_ok(&pending, &cmd(Some(1)), 50));
+        assert!(!fast_path_ok(&View::default(), &cmd(None), 50));
+    }
 
     #[test]
     fn a_write_is_recognised_when_read_back() {
