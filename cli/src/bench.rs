@@ -110,6 +110,10 @@ pub enum BenchCmd {
         /// Peers to register before measuring.
         #[arg(long, default_value_t = 100_000)]
         peers: u64,
+        /// The registries already hold --peers peers from an earlier run
+        /// with the same --target list: measure without registering them.
+        #[arg(long)]
+        preloaded: bool,
         /// Requests in flight at once.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -151,8 +155,8 @@ pub enum BenchCmd {
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
-        BenchCmd::Bootstrap { target, peers, concurrency, requests, connections } => {
-            bootstrap(target, peers, concurrency.max(1), requests, connections.max(1)).await
+        BenchCmd::Bootstrap { target, peers, preloaded, concurrency, requests, connections } => {
+            bootstrap(target, peers, preloaded, concurrency.max(1), requests, connections.max(1)).await
         }
         BenchCmd::Validate { blocks, difficulty_bits, data_bytes } => {
             crate::bench_node::validation(blocks.max(2), difficulty_bits, data_bytes);
@@ -272,6 +276,7 @@ async fn clients(endpoint: &str, n: usize) -> anyhow::Result<Vec<BootstrapClient
 async fn bootstrap(
     targets: Vec<String>,
     peers: u64,
+    preloaded: bool,
     concurrency: usize,
     requests: u64,
     conns: usize,
@@ -326,7 +331,7 @@ async fn bootstrap(
             clients_of.extend(clients(endpoint, conns).await?);
         }
         let noop = t == last;
-        if peers > 0 && !noop {
+        if peers > 0 && !noop && !preloaded {
             eprintln!("{}: registering {peers} peers with {concurrency} in flight…", target.label);
             let bar = crate::bench_node::progress(peers, "registering");
             let pre = measure(peers, concurrency, Some(&bar), |i| register(&clients_of, base + i)).await;

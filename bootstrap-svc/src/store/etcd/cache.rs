@@ -1,11 +1,14 @@
 //! Each server's copy of the listed registrations, kept by list + watch (as
 //! Kubernetes informers keep theirs), for what etcd cannot answer cheaply:
 //! a uniform random sample (etcd ranges have no offset, so no "k-th key"),
-//! the count, and which records are past their expiry. Records live in a
-//! dense vector with an address index, so a sample of k costs O(k) at any
-//! size and removal swaps the last entry into the hole.
+//! the count, which records are past their expiry, and where a page of
+//! addresses ends (etcd 3.4 walks a range's whole span even with a limit).
+//! Records live in a dense vector with an ordered address index, so a
+//! sample of k costs O(k) at any size and removal swaps the last entry into
+//! the hole.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use rand::seq::index;
 
@@ -13,7 +16,7 @@ use rand::seq::index;
 /// revision it was written at and when it expires.
 #[derive(Debug, Default)]
 pub struct Listed {
-    index: HashMap<Box<str>, usize>,
+    index: BTreeMap<Box<str>, usize>,
     slots: Vec<Entry>,
     by_expiry: BTreeSet<(u64, Box<str>)>,
 }
@@ -33,6 +36,13 @@ impl Listed {
 
     pub fn get(&self, address: &str) -> Option<&[u8]> {
         self.index.get(address).map(|&i| &*self.slots[i].record)
+    }
+
+    /// The address `n` places after `after` (0: the first after it; all
+    /// addresses when `after` is None), in address order.
+    pub fn nth_after(&self, after: Option<&str>, n: usize) -> Option<&str> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.index.range::<str, _>((lower, Bound::Unbounded)).nth(n).map(|(a, _)| &**a)
     }
 
     /// The record and the etcd revision it was written at.
@@ -97,6 +107,7 @@ impl Listed {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     proptest! {
         /// Whatever the inserts and removals, the index and the slots agree.
@@ -122,6 +133,14 @@ mod tests {
             let mut want: Vec<u8> = model.values().copied().filter(|v| *v < 16).collect();
             want.sort();
             prop_assert_eq!(expired, want);
+            // Pages end where the ordered index says.
+            let ordered: Vec<&String> = model.keys().collect();
+            for n in 0..3 {
+                prop_assert_eq!(l.nth_after(None, n), ordered.get(n).map(|a| a.as_str()));
+                if let Some(first) = ordered.first() {
+                    prop_assert_eq!(l.nth_after(Some(first), n), ordered.get(n + 1).map(|a| a.as_str()));
+                }
+            }
             let sampled = l.sample(10);
             prop_assert_eq!(sampled.len(), model.len().min(10));
             let distinct: std::collections::HashSet<_> = sampled.iter().map(|(a, _)| *a).collect();

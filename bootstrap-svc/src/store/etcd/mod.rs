@@ -119,10 +119,13 @@ impl EtcdStore {
         let client = EtcdClient::new(&options.endpoints, options.request_timeout)?;
         let keys = Keys::new(&options.prefix);
         let deadline = Instant::now() + options.startup_timeout;
+        let mut listing = Duration::ZERO;
         let (registry_id, (revision, listed)) = loop {
             let attempt = async {
                 let id = registry_id(&client, &keys).await?;
+                let started = Instant::now();
                 let listed = list(&client, &keys).await?;
+                listing = started.elapsed();
                 Ok::<_, Error>((id, listed))
             };
             match attempt.await {
@@ -157,6 +160,7 @@ impl EtcdStore {
             prefix = %options.prefix,
             listed = inner.listed().len(),
             revision,
+            list_ms = listing.as_millis() as u64,
             "registry on etcd"
         );
         Ok(EtcdStore { inner, registry_id, pending_cursor: Mutex::new(None), stop, tasks: Mutex::new(tasks) })
@@ -757,6 +761,11 @@ impl PeerStore for EtcdStore {
         Ok(self.inner.listed().len() as u64)
     }
 
+    /// A linearizable etcd range from the token, in address order. etcd
+    /// 3.4 walks a range's whole key span even with a limit, so the listed
+    /// range ends where this server's copy says the page will: at the
+    /// `fetch`-th address after the token. Its cost is then the page's, at
+    /// any size; a copy a little behind only makes a page a little short.
     async fn page(
         &self,
         after: Option<String>,
@@ -765,20 +774,28 @@ impl PeerStore for EtcdStore {
         include_pending: bool,
     ) -> Result<Page, Error> {
         let inner = &self.inner;
-        let fetch = (limit as i64).saturating_add(8).min(10_000);
+        let fetch = limit.saturating_add(8).min(10_000);
         let kinds: &[Kind] = if include_pending { &[Kind::Listed, Kind::Pending] } else { &[Kind::Listed] };
         let mut merged: Vec<(String, Vec<u8>)> = Vec::new();
-        // The last address every range with more to give reached: a page
-        // must not pass it, or it would skip that range's next keys.
+        // How far every range that may hold more reached: a page must not
+        // pass it, or it would skip that range's next keys.
         let mut bound: Option<String> = None;
         for &kind in kinds {
             let start = match &after {
                 Some(a) => inner.keys.after(kind, a),
                 None => inner.keys.start(kind),
             };
+            let upto = match kind {
+                Kind::Listed => inner.listed().nth_after(after.as_deref(), fetch - 1).map(str::to_string),
+                _ => None,
+            };
+            let range_end = match &upto {
+                Some(u) => inner.keys.after(kind, u),
+                None => inner.keys.end(kind),
+            };
             let resp = inner
                 .client
-                .range(RangeRequest { key: start, range_end: inner.keys.end(kind), limit: fetch, ..Default::default() })
+                .range(RangeRequest { key: start, range_end, limit: fetch as i64, ..Default::default() })
                 .await?;
             let mut last = None;
             for kv in resp.kvs {
@@ -787,20 +804,22 @@ impl PeerStore for EtcdStore {
                     merged.push((addr.to_string(), kv.value));
                 }
             }
-            if resp.more
-                && let Some(last) = last
-            {
-                bound = Some(bound.map_or(last.clone(), |b: String| b.min(last)));
+            let reached = if resp.more { last } else { upto };
+            if let Some(r) = reached {
+                bound = Some(bound.map_or(r.clone(), |b: String| b.min(r)));
             }
         }
         merged.sort_by(|a, b| a.0.cmp(&b.0));
         let now = inner.now_ms();
         let mut peers = Vec::with_capacity(limit);
         let mut last = None;
-        let mut exhausted = bound.is_none();
+        let mut full = false;
         for (addr, value) in merged {
-            if peers.len() >= limit || bound.as_ref().is_some_and(|b| &addr > b) {
-                exhausted = false;
+            if bound.as_ref().is_some_and(|b| &addr > b) {
+                break;
+            }
+            if peers.len() >= limit {
+                full = true;
                 break;
             }
             let rec = decode_record(&value)?;
@@ -809,7 +828,10 @@ impl PeerStore for EtcdStore {
             }
             last = Some(addr);
         }
-        Ok(Page { peers, next_after: if exhausted { None } else { last }, total: inner.listed().len() as u64 })
+        // Full: continue after the last address taken. Otherwise everything
+        // up to the bound was seen (continue from there), or everything was.
+        let next_after = if full { last } else { bound };
+        Ok(Page { peers, next_after, total: inner.listed().len() as u64 })
     }
 
     /// Uniform over this server's copy of the listed records: O(limit).
