@@ -34,7 +34,7 @@ impl Default for CommitMetrics {
 pub struct Metrics {
     pub registers: Family<Outcome, Counter>,
     pub removes: Family<Outcome, Counter>,
-    /// Registrations held (listed and pending), refreshed every purge interval.
+    /// Listed registrations (the store's count), refreshed every purge interval.
     pub registrations: Gauge,
     /// WatchPeers streams open.
     pub watchers: Gauge,
@@ -56,7 +56,11 @@ impl Metrics {
             "Remove calls by outcome (ok, or the refusal's gRPC code).",
             self.removes.clone(),
         );
-        r.register("registrations", "Registrations held (refreshed every purge interval).", self.registrations.clone());
+        r.register(
+            "registrations",
+            "Listed registrations (refreshed every purge interval).",
+            self.registrations.clone(),
+        );
         r.register("watchers", "WatchPeers streams open.", self.watchers.clone());
         r.register(
             "watch_lagged_events",

@@ -48,7 +48,14 @@ pub async fn run_with_metrics(
         }
         crate::config::StoreChoice::Etcd(options) => {
             let location = format!("etcd {} {}", options.endpoints.join(","), options.prefix);
-            let r = EtcdStore::open(options.clone(), clock, buffer, window).await?;
+            // Startup waits for the cluster; a signal meanwhile ends it.
+            let r = tokio::select! {
+                r = EtcdStore::open(options.clone(), clock, buffer, window) => r?,
+                _ = shutdown.cancelled() => {
+                    tracing::info!("shut down while waiting for etcd");
+                    return Ok(());
+                }
+            };
             let commits = r.commit_metrics();
             (Arc::new(r) as Arc<dyn PeerStore>, commits, location)
         }

@@ -99,7 +99,7 @@ pub trait PeerStore: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes up to `max` expired registrations; returns how many.
     async fn purge_expired(&self, max: usize) -> Result<usize, Error>;
 
-    /// Registrations held, including expired ones not yet purged.
+    /// Listed registrations, including expired ones not yet purged.
     async fn count(&self) -> Result<u64, Error>;
 
     /// Up to `limit` live listed peers (and pending ones too with

@@ -575,3 +575,14 @@ async fn next_about_any(events: &mut tonic::Streaming<PeerEvent>, address: &str)
         }
     }
 }
+
+#[tokio::test]
+async fn a_bootstrap_waiting_for_an_unreachable_etcd_stops_on_shutdown() {
+    // Nothing listens there: startup keeps waiting for the cluster (60 s).
+    let port = reserve_port().addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBootstrap::start(etcd_config(dir.path(), vec![format!("127.0.0.1:{port}")], &prefix())).await;
+    tokio::time::timeout(Duration::from_secs(20), b.stop())
+        .await
+        .expect("a shutdown signal ends the wait for etcd (it would otherwise last 60 s)");
+}

@@ -110,12 +110,16 @@ impl EtcdClient {
     }
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
+        self.range_status(req).await.map_err(|s| self.error("read", s))
+    }
+
+    /// [`Self::range`] with etcd's own status (to tell a compacted revision).
+    pub(super) async fn range_status(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
         self.each_member("range", |ch| {
             let req = req.clone();
             async move { Ok(kv(ch).range(req).await?.into_inner()) }
         })
         .await
-        .map_err(|s| self.error("read", s))
     }
 
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {

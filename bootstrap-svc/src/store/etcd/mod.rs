@@ -38,6 +38,7 @@ use prost::Message;
 use tokio::sync::{OnceCell, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 
 pub use self::client::EtcdClient;
 use self::keys::{EventBatch, Keys, Kind, Parsed, Tomb};
@@ -399,14 +400,28 @@ async fn registry_id(client: &EtcdClient, keys: &Keys) -> Result<RegistryId, Err
 }
 
 /// Every listed record, as of one revision (paged, each page read at it).
+/// A compaction past that revision while listing starts the listing over.
 async fn list(client: &EtcdClient, keys: &Keys) -> Result<(i64, cache::Listed), Error> {
+    let mut attempts = 0;
+    loop {
+        match list_at_one_revision(client, keys).await {
+            Err(s) if client::compacted(&s) && attempts < 3 => {
+                attempts += 1;
+                tracing::info!("etcd compacted the revision being listed; listing again");
+            }
+            other => return other.map_err(|s| client.error("listing", s)),
+        }
+    }
+}
+
+async fn list_at_one_revision(client: &EtcdClient, keys: &Keys) -> Result<(i64, cache::Listed), Status> {
     let mut out = cache::Listed::default();
     let end = keys.end(Kind::Listed);
     let mut start = keys.start(Kind::Listed);
     let mut revision = 0;
     loop {
         let resp = client
-            .range(RangeRequest {
+            .range_status(RangeRequest {
                 key: start,
                 range_end: end.clone(),
                 limit: LIST_PAGE,

@@ -193,7 +193,7 @@ impl PeerStore for RedbStore {
         self.write(|tx| WriteOp::Purge(max, tx)).await
     }
 
-    /// Registrations held, including expired ones not yet purged.
+    /// Listed registrations, including expired ones not yet purged.
     async fn count(&self) -> Result<u64, Error> {
         let db = self.db.get()?;
         blocking(move || {
