@@ -586,3 +586,80 @@ async fn a_bootstrap_waiting_for_an_unreachable_etcd_stops_on_shutdown() {
         .await
         .expect("a shutdown signal ends the wait for etcd (it would otherwise last 60 s)");
 }
+
+/// A TCP proxy to one etcd member whose answers can be held back (the
+/// member applies what it is sent; its replies wait while `frozen`).
+async fn freezable_proxy(target: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    while f.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, frozen)
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_recognised_not_refused_as_a_replay() {
+    let Some(cluster) = EtcdCluster::start().await else { return };
+    let prefix = prefix();
+    let endpoints = cluster.endpoints();
+    let (proxy, frozen) = freezable_proxy(endpoints[0].clone()).await;
+    // The proxied member comes first, so calls go through it while it answers.
+    let dir = tempfile::tempdir().unwrap();
+    let a =
+        TestBootstrap::start(etcd_config(dir.path(), vec![proxy, endpoints[1].clone(), endpoints[2].clone()], &prefix))
+            .await;
+    let mut ca = a.client().await;
+    let registry = registry_id(&mut ca).await;
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let t0 = now_ms();
+    ca.register(signed(&key, &registry, "10.6.0.1:7000", 60, t0)).await.unwrap();
+    // Once A's copy holds it, the owner's refresh skips the read and goes
+    // straight to a compare-and-swap.
+    eventually(Duration::from_secs(10), "A's copy holds the peer", || {
+        let mut ca = ca.clone();
+        async move {
+            let resp = ca.get_peers(GetPeersRequest { limit: 10, random: true, ..Default::default() }).await.ok()?;
+            (!resp.into_inner().peers.is_empty()).then_some(())
+        }
+    })
+    .await;
+
+    // The member applies the refresh but its answer is held back past the
+    // deadline; the retry on the next member finds the revision changed (by
+    // this very write). Read back, it is recognised: a success, not a replay.
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refreshed = ca.register(signed(&key, &registry, "10.6.0.1:7000", 60, t0 + 1)).await;
+    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+    let refreshed = refreshed.expect("the refresh committed, so it must be acknowledged");
+    assert!(!refreshed.into_inner().created);
+    // And it did commit: the same request again is now a replay.
+    let again = ca.register(signed(&key, &registry, "10.6.0.1:7000", 60, t0 + 1)).await.unwrap_err();
+    assert_eq!(again.code(), Code::PermissionDenied, "{again:?}");
+    a.stop().await;
+}
