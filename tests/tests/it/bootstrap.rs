@@ -43,7 +43,8 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
-async fn all_addresses(client: &mut BootstrapClient<Channel>, page: u32) -> Vec<String> {
+/// Every listed address, page by page.
+pub(crate) async fn all_addresses(client: &mut BootstrapClient<Channel>, page: u32) -> Vec<String> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {

@@ -187,20 +187,14 @@ fn signed(key: &SigningKey, registry: &[u8; 16], address: &str, ttl: u32, ts: u6
 }
 
 async fn all_addresses(client: &mut BootstrapClient<Channel>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let resp = client
-            .get_peers(GetPeersRequest { limit: 1000, page_token: token.clone(), ..Default::default() })
-            .await
-            .expect("get_peers")
-            .into_inner();
-        out.extend(resp.peers.into_iter().map(|p| p.address));
-        if resp.next_page_token.is_empty() {
-            return out;
-        }
-        token = resp.next_page_token;
-    }
+    crate::bootstrap::all_addresses(client, 1000).await
+}
+
+/// A random sample of up to 10 listed addresses (from the server's copy).
+async fn sampled(client: &BootstrapClient<Channel>) -> Option<Vec<String>> {
+    let resp =
+        client.clone().get_peers(GetPeersRequest { limit: 10, random: true, ..Default::default() }).await.ok()?;
+    Some(resp.into_inner().peers.into_iter().map(|p| p.address).collect())
 }
 
 async fn watch(client: &mut BootstrapClient<Channel>) -> tonic::Streaming<PeerEvent> {
@@ -245,12 +239,8 @@ async fn two_bootstraps_on_one_etcd_cluster_share_the_registry_its_rules_and_its
     assert!(all_addresses(&mut cb).await.contains(&"10.0.0.1:7000".to_string()));
     assert_eq!(kind(&next_about(&mut on_b, "10.0.0.1:7000", Duration::from_secs(10)).await), PeerEventKind::Joined);
     // B's random samples come from its copy, which the watch keeps.
-    eventually(Duration::from_secs(10), "B samples the peer registered on A", || {
-        let mut cb = cb.clone();
-        async move {
-            let resp = cb.get_peers(GetPeersRequest { limit: 10, random: true, ..Default::default() }).await.ok()?;
-            resp.into_inner().peers.iter().any(|p| p.address == "10.0.0.1:7000").then_some(())
-        }
+    eventually(Duration::from_secs(10), "B samples the peer registered on A", || async {
+        sampled(&cb).await?.contains(&"10.0.0.1:7000".to_string()).then_some(())
     })
     .await;
 
@@ -483,12 +473,8 @@ async fn a_watch_overtaken_by_compaction_lists_again_and_announces_what_it_misse
     ca.register(RegisterRequest { address: "10.4.0.1:7000".into(), ..Default::default() }).await.unwrap();
     let mut on_b = watch(&mut cb).await;
     // B's copy has it (its samples say so).
-    eventually(Duration::from_secs(10), "B's copy holds the first peer", || {
-        let mut cb = cb.clone();
-        async move {
-            let resp = cb.get_peers(GetPeersRequest { limit: 10, random: true, ..Default::default() }).await.ok()?;
-            (resp.into_inner().peers.len() == 1).then_some(())
-        }
+    eventually(Duration::from_secs(10), "B's copy holds the first peer", || async {
+        (sampled(&cb).await?.len() == 1).then_some(())
     })
     .await;
 
@@ -523,9 +509,7 @@ async fn a_watch_overtaken_by_compaction_lists_again_and_announces_what_it_misse
     .expect("B announces the changes it missed");
     assert_eq!(seen.get("10.4.0.1:7000"), Some(&PeerEventKind::Left), "{seen:?}");
     assert_eq!(seen.get("10.4.0.2:7000"), Some(&PeerEventKind::Joined), "{seen:?}");
-    let resp = cb.get_peers(GetPeersRequest { limit: 10, random: true, ..Default::default() }).await.unwrap();
-    let sampled: Vec<String> = resp.into_inner().peers.into_iter().map(|p| p.address).collect();
-    assert_eq!(sampled, ["10.4.0.2:7000"]);
+    assert_eq!(sampled(&cb).await.expect("a sample"), ["10.4.0.2:7000"]);
     a.stop().await;
     b.stop().await;
 }
@@ -641,12 +625,8 @@ async fn a_write_whose_answer_was_lost_is_recognised_not_refused_as_a_replay() {
     ca.register(signed(&key, &registry, "10.6.0.1:7000", 60, t0)).await.unwrap();
     // Once A's copy holds it, the owner's refresh skips the read and goes
     // straight to a compare-and-swap.
-    eventually(Duration::from_secs(10), "A's copy holds the peer", || {
-        let mut ca = ca.clone();
-        async move {
-            let resp = ca.get_peers(GetPeersRequest { limit: 10, random: true, ..Default::default() }).await.ok()?;
-            (!resp.into_inner().peers.is_empty()).then_some(())
-        }
+    eventually(Duration::from_secs(10), "A's copy holds the peer", || async {
+        (!sampled(&ca).await?.is_empty()).then_some(())
     })
     .await;
 
