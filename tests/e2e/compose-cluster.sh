@@ -22,24 +22,8 @@ N1=127.0.0.1:$P2P_CNODE1_PORT N2=127.0.0.1:$P2P_CNODE2_PORT N3=127.0.0.1:$P2P_CN
 P2PCTL=${P2PCTL:-./target/release/p2pctl}
 SERVICES=(etcd1 etcd2 etcd3 bootstrap-a bootstrap-b cnode1 cnode2 cnode3)
 
-if docker compose version >/dev/null 2>&1; then compose() { docker compose --profile cluster "$@"; }
-elif command -v docker-compose >/dev/null; then compose() { docker-compose --profile cluster "$@"; }
-else echo "SKIPPED: no docker compose / docker-compose"; exit 0; fi
-if ! docker info >/dev/null 2>&1; then echo "SKIPPED: no Docker engine reachable"; exit 0; fi
-
-passed=0 failed=0
-ok()   { echo "ok   - $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
-teardown() {
-  if [ "$failed" -gt 0 ]; then compose logs --no-color --tail 40 >&2 || true; fi
-  compose down -v --remove-orphans >/dev/null 2>&1 || true
-}
-trap teardown EXIT
-
-until_ok() { local timeout=$1; shift; local end=$((SECONDS + timeout));
-  while ! "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.5; done; }
-healthy() { for s in "$@"; do
-  [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q "$s")" 2>/dev/null)" = healthy ] || return 1; done; }
+COMPOSE_FLAGS="--profile cluster"
+. tests/e2e/lib.sh
 listed() { "$P2PCTL" --json --bootstrap "$1" bootstrap peers --all 2>/dev/null \
   | python3 -c 'import json,sys; print(",".join(sorted(p["address"] for p in json.load(sys.stdin)["peers"])))'; }
 lists_cnodes() { [ "$(listed "$1")" = "cnode1:3000,cnode2:3000,cnode3:3000" ]; }
@@ -49,10 +33,6 @@ pending_has() { "$P2PCTL" --json --bootstrap "$1" bootstrap peers --all --pendin
 seen_since() { "$P2PCTL" --json --bootstrap "$1" bootstrap peers --all 2>/dev/null \
   | python3 -c 'import json,sys; sys.exit(0 if any(p["address"] == sys.argv[1] and p["last_seen_unix_ms"] >= int(sys.argv[2]) for p in json.load(sys.stdin)["peers"]) else 1)' "$2" "$3"; }
 registry_id() { grpcurl -insecure "$1" p2p.bootstrap.v1.Bootstrap/GetInfo 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["registryId"])'; }
-tip() { "$P2PCTL" --json --node "$1" node status 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["tip_hash"])'; }
-height() { "$P2PCTL" --json --node "$1" node status 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["height"])'; }
-same_tip_at_least() { local h=$1; shift; local t; t=$(tip "$1") || return 1
-  for n in "$@"; do [ "$(tip "$n")" = "$t" ] || return 1; [ "$(height "$n")" -ge "$h" ] || return 1; done; }
 
 if [ "${P2P_SKIP_IMAGE_BUILD:-0}" != 1 ]; then
   scripts/build-image-offline.sh "$P2P_IMAGE" || { fail "offline image build"; exit 1; }
@@ -61,7 +41,7 @@ fi
 compose down -v --remove-orphans >/dev/null 2>&1
 compose up -d --no-build "${SERVICES[@]}" || { fail "compose --profile cluster up"; exit 1; }
 
-until_ok 180 healthy "${SERVICES[@]}" && ok "etcd1-3, bootstrap-a/b and cnode1-3 report healthy" || fail "services healthy"
+until_ok 180 healthy_services "${SERVICES[@]}" && ok "etcd1-3, bootstrap-a/b and cnode1-3 report healthy" || fail "services healthy"
 until_ok 90 lists_cnodes "$A" && ok "bootstrap-a lists the three verified nodes" || fail "bootstrap-a lists ($(listed "$A"))"
 lists_cnodes "$B" && ok "bootstrap-b lists the same three (one registry on etcd)" || fail "bootstrap-b lists ($(listed "$B"))"
 ida=$(registry_id "$A"); idb=$(registry_id "$B")
@@ -84,7 +64,7 @@ restarted_ms=$(python3 -c 'import time; print(int(time.time() * 1000))')
 compose restart cnode3 >/dev/null 2>&1 || fail "restart cnode3"
 # A registration newer than the restart can only have come through
 # bootstrap-b (a node refreshes every 40 s; it registers at start).
-until_ok 90 seen_since "$B" cnode3:3000 "$restarted_ms" && until_ok 30 healthy cnode3 \
+until_ok 90 seen_since "$B" cnode3:3000 "$restarted_ms" && until_ok 30 healthy_services cnode3 \
   && ok "cnode3, restarted with bootstrap-a down, registered again through bootstrap-b" || fail "failover to bootstrap-b ($(listed "$B"))"
 
 echo "$passed passed, $failed failed"

@@ -22,29 +22,8 @@ export P2P_NODE2_METRICS_PORT=${P2P_NODE2_METRICS_PORT:-19102} P2P_NODE3_METRICS
 B=127.0.0.1:$P2P_BOOTSTRAP_PORT N1=127.0.0.1:$P2P_NODE1_PORT N2=127.0.0.1:$P2P_NODE2_PORT N3=127.0.0.1:$P2P_NODE3_PORT
 P2PCTL=${P2PCTL:-./target/release/p2pctl}
 
-if docker compose version >/dev/null 2>&1; then compose() { docker compose "$@"; }
-elif command -v docker-compose >/dev/null; then compose() { docker-compose "$@"; }
-else echo "SKIPPED: no docker compose / docker-compose"; exit 0; fi
-if ! docker info >/dev/null 2>&1; then echo "SKIPPED: no Docker engine reachable"; exit 0; fi
-
-passed=0 failed=0
-ok()   { echo "ok   - $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
-teardown() {
-  if [ "$failed" -gt 0 ]; then compose logs --no-color --tail 40 >&2 || true; fi
-  compose down -v --remove-orphans >/dev/null 2>&1 || true
-}
-trap teardown EXIT
-
-# Polls "$@" (a command) until it succeeds or $timeout seconds pass.
-until_ok() { local timeout=$1; shift; local end=$((SECONDS + timeout));
-  while ! "$@" >/dev/null 2>&1; do [ $SECONDS -ge $end ] && return 1; sleep 0.5; done; }
-height() { "$P2PCTL" --json --node "$1" node status 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["height"])'; }
-tip()    { "$P2PCTL" --json --node "$1" node status 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["tip_hash"])'; }
-same_tip_at_least() { local h=$1; shift; local t; t=$(tip "$1") || return 1
-  for n in "$@"; do [ "$(tip "$n")" = "$t" ] || return 1; [ "$(height "$n")" -ge "$h" ] || return 1; done; }
-healthy() { for s in bootstrap node1 node2 node3; do
-  [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q "$s")" 2>/dev/null)" = healthy ] || return 1; done; }
+. tests/e2e/lib.sh
+healthy() { healthy_services bootstrap node1 node2 node3; }
 # Inside a container (no published port needed; works while it is partitioned).
 tip_in() { compose exec -T "$1" p2pctl --json --node 127.0.0.1:3000 node status 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["tip_hash"])'; }
 all_on() { local want=$1; for s in node1 node2 node3; do [ "$(tip_in "$s")" = "$want" ] || return 1; done; }
