@@ -8,11 +8,16 @@ pub mod etcd;
 pub mod record;
 pub mod redb;
 
-use p2p_proto::bootstrap::{Peer, PeerEvent};
+use p2p_proto::bootstrap::{Peer, PeerEvent, PeerEventKind};
 use tokio::sync::broadcast;
 
 use crate::auth::SignedClaim;
 use crate::error::Error;
+
+/// A registry event as every store announces it.
+pub(crate) fn event(kind: PeerEventKind, peer: Peer, now_ms: u64) -> PeerEvent {
+    PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now_ms }
+}
 
 /// A Register whose fields and signature the service already checked.
 #[derive(Debug, Clone)]

@@ -535,10 +535,9 @@ async fn a_record_whose_lease_outlives_its_expiry_is_expired_by_the_servers() {
     assert_eq!(kind(&next_about(&mut on_b, "10.5.0.1:7000", Duration::from_secs(10)).await), PeerEventKind::Joined);
 
     clock.advance_ms(70_000);
-    let started = Instant::now();
+    // Well before the 60 s lease could end.
     let ev = next_about(&mut on_b, "10.5.0.1:7000", Duration::from_secs(20)).await;
     assert_eq!(kind(&ev), PeerEventKind::Expired);
-    assert!(started.elapsed() < Duration::from_secs(20));
     let etcd = bootstrap_svc::store::etcd::EtcdClient::new(&cluster.endpoints(), Duration::from_secs(2)).unwrap();
     let key = bootstrap_svc::store::etcd::keys::Keys::new(&prefix)
         .key(bootstrap_svc::store::etcd::keys::Kind::Listed, "10.5.0.1:7000");
@@ -572,21 +571,19 @@ async fn a_bootstrap_waiting_for_an_unreachable_etcd_stops_on_shutdown() {
 }
 
 /// A TCP proxy to one etcd member whose answers can be held back (the
-/// member applies what it is sent; its replies wait while `frozen`).
-async fn freezable_proxy(target: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// member applies what it is sent; its replies wait while the flag is set).
+async fn freezable_proxy(target: String) -> (String, tokio::sync::watch::Sender<bool>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let frozen = Arc::new(AtomicBool::new(false));
-    let f = frozen.clone();
+    let (frozen, f) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
             let (mut cr, mut cw) = client.into_split();
             let (mut sr, mut sw) = server.into_split();
             tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
-            let f = f.clone();
+            let mut f = f.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -594,8 +591,8 @@ async fn freezable_proxy(target: String) -> (String, Arc<std::sync::atomic::Atom
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    while f.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    if f.wait_for(|frozen| !frozen).await.is_err() {
+                        return;
                     }
                     if cw.write_all(&buf[..n]).await.is_err() {
                         return;
@@ -633,9 +630,9 @@ async fn a_write_whose_answer_was_lost_is_recognised_not_refused_as_a_replay() {
     // The member applies the refresh but its answer is held back past the
     // deadline; the retry on the next member finds the revision changed (by
     // this very write). Read back, it is recognised: a success, not a replay.
-    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    frozen.send_replace(true);
     let refreshed = ca.register(signed(&key, &registry, "10.6.0.1:7000", 60, t0 + 1)).await;
-    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+    frozen.send_replace(false);
     let refreshed = refreshed.expect("the refresh committed, so it must be acknowledged");
     assert!(!refreshed.into_inner().created);
     // And it did commit: the same request again is now a replay.

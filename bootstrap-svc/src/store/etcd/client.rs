@@ -185,13 +185,13 @@ impl EtcdClient {
     pub fn error(&self, what: &str, s: Status) -> Error {
         if another_member_may_answer(&s) {
             Error::StoreDown(format!(
-                "the registry's etcd cluster ({}) did not answer the {what} ({}: {}); retry shortly",
+                "the registry's etcd cluster ({}) did not answer the {what} ({:?}: {}); retry shortly",
                 self.endpoints().join(","),
-                code_name(s.code()),
+                s.code(),
                 s.message()
             ))
         } else {
-            Error::storage_msg(format!("etcd {what} failed: {}: {}", code_name(s.code()), s.message()))
+            Error::storage_msg(format!("etcd {what} failed: {:?}: {}", s.code(), s.message()))
         }
     }
 }
@@ -217,8 +217,4 @@ pub(super) fn lease_not_found(s: &Status) -> bool {
 /// etcd answers a read or watch at a compacted revision with this.
 pub(super) fn compacted(s: &Status) -> bool {
     s.code() == Code::OutOfRange || s.message().contains("compacted")
-}
-
-fn code_name(c: Code) -> String {
-    format!("{c:?}")
 }

@@ -4,14 +4,14 @@
 //! on the revisions). The rules are the redb writer's (`store::redb`):
 //! the access checks of [`crate::auth`], the replay floor, verification.
 
-use p2p_proto::bootstrap::{Peer, PeerEvent, PeerEventKind};
+use p2p_proto::bootstrap::{PeerEvent, PeerEventKind};
 
 use super::keys::Tomb;
 use crate::auth::{self, RemoveAttempt};
 use crate::error::Error;
 use crate::lease;
 use crate::store::record::PeerRecord;
-use crate::store::{PendingCheck, RegisterCmd, Registered, RemoveCmd, Verification};
+use crate::store::{PendingCheck, RegisterCmd, Registered, RemoveCmd, Verification, event};
 
 /// An address's keys as read.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,10 +39,6 @@ impl After {
     pub fn is_noop(&self, view: &View) -> bool {
         self.rec == view.rec && self.tomb.is_none() && self.events.is_empty()
     }
-}
-
-fn event(kind: PeerEventKind, peer: Peer, now: u64) -> PeerEvent {
-    PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now }
 }
 
 /// The floor a signed record leaves once it is gone.

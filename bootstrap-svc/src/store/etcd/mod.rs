@@ -171,11 +171,6 @@ impl EtcdStore {
     pub fn commit_metrics(&self) -> crate::metrics::CommitMetrics {
         self.inner.commit_metrics.clone()
     }
-
-    /// The client, for tests and tools (compaction, direct reads).
-    pub fn client(&self) -> &EtcdClient {
-        &self.inner.client
-    }
 }
 
 impl Inner {
@@ -300,12 +295,7 @@ impl Inner {
             .iter()
             .zip(revs)
             .filter(|(_, rev)| *rev != UNCHECKED)
-            .map(|(&k, rev)| Compare {
-                result: compare::CompareResult::Equal as i32,
-                target: compare::CompareTarget::Mod as i32,
-                key: self.keys.key(k, address),
-                target_union: Some(compare::TargetUnion::ModRevision(rev)),
-            })
+            .map(|(&k, rev)| unchanged_since(self.keys.key(k, address), rev))
             .collect();
         let mut ops = Vec::new();
         let new_kind = after.rec.as_ref().map(|r| if r.pending { Kind::Pending } else { Kind::Listed });
@@ -349,6 +339,16 @@ fn holds(view: &View, after: &After) -> bool {
     view.rec == after.rec && (after.tomb.is_none() || view.tomb == after.tomb)
 }
 
+/// The compare "`key` was last written at `revision`" (0: it is absent).
+fn unchanged_since(key: Vec<u8>, revision: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Mod as i32,
+        key,
+        target_union: Some(compare::TargetUnion::ModRevision(revision)),
+    }
+}
+
 fn put(key: Vec<u8>, value: Vec<u8>, lease: i64) -> RequestOp {
     RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key, value, lease, prev_kv: false })) }
 }
@@ -372,12 +372,7 @@ async fn registry_id(client: &EtcdClient, keys: &Keys) -> Result<RegistryId, Err
     getrandom::fill(&mut fresh).map_err(|e| Error::storage_msg(format!("no randomness: {e}")))?;
     let key = keys.id();
     let txn = TxnRequest {
-        compare: vec![Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Create as i32,
-            key: key.clone(),
-            target_union: Some(compare::TargetUnion::CreateRevision(0)),
-        }],
+        compare: vec![unchanged_since(key.clone(), 0)],
         success: vec![put(key.clone(), fresh.to_vec(), 0)],
         failure: vec![RequestOp {
             request: Some(request_op::Request::RequestRange(RangeRequest { key, ..Default::default() })),
@@ -473,7 +468,9 @@ async fn follow(inner: Arc<Inner>, mut next: i64, stop: CancellationToken) {
             }
             WatchEnd::Compacted => match list(&inner.client, &inner.keys).await {
                 Ok((revision, fresh)) => {
-                    resync(&inner, fresh);
+                    // Diffing (and decoding) up to every record: not on an async worker.
+                    let copy = inner.clone();
+                    let _ = tokio::task::spawn_blocking(move || resync(&copy, fresh)).await;
                     next = revision + 1;
                     continue;
                 }
@@ -591,12 +588,7 @@ fn apply_revision(inner: &Inner, events: Vec<Event>) {
                         .and_then(|v| PeerRecord::decode(v.as_slice()).ok())
                         .map(|r| r.to_peer(addr))
                         .unwrap_or_else(|| Peer { address: addr.to_string(), ..Default::default() });
-                    let _ = inner.events.send(PeerEvent {
-                        kind: PeerEventKind::Expired as i32,
-                        peer: Some(peer),
-                        missed: 0,
-                        at_unix_ms: now,
-                    });
+                    let _ = inner.events.send(super::event(PeerEventKind::Expired, peer, now));
                 }
             }
             _ => {}
@@ -643,7 +635,7 @@ fn resync(inner: &Inner, fresh: cache::Listed) {
     tracing::info!(changes = announce.len(), listed = fresh.len(), "listed the registry again");
     *inner.listed_mut() = fresh;
     for (kind, peer) in announce {
-        let _ = inner.events.send(PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now });
+        let _ = inner.events.send(super::event(kind, peer, now));
     }
 }
 
@@ -746,15 +738,9 @@ impl PeerStore for EtcdStore {
         for (address, record, revision) in due {
             let key = inner.keys.key(Kind::Listed, &address);
             let peer = decode_record(&record)?.to_peer(&address);
-            let expired =
-                PeerEvent { kind: PeerEventKind::Expired as i32, peer: Some(peer), missed: 0, at_unix_ms: now };
+            let expired = super::event(PeerEventKind::Expired, peer, now);
             let txn = TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Mod as i32,
-                    key: key.clone(),
-                    target_union: Some(compare::TargetUnion::ModRevision(revision)),
-                }],
+                compare: vec![unchanged_since(key.clone(), revision)],
                 success: vec![
                     delete(key),
                     put(inner.keys.events(), EventBatch { events: vec![expired] }.encode_to_vec(), 0),

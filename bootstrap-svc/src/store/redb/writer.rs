@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redb::{Database, ReadableTable};
-use p2p_proto::bootstrap::{Peer, PeerEvent, PeerEventKind};
+use p2p_proto::bootstrap::{PeerEvent, PeerEventKind};
 use p2p_proto::clock::Clock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -16,7 +16,7 @@ use super::{DbSlot, store_down};
 use crate::auth::{self, RemoveAttempt};
 use crate::error::Error;
 use crate::lease;
-use crate::store::{PendingCheck, RegisterCmd, Registered, RemoveCmd, Verification};
+use crate::store::{PendingCheck, RegisterCmd, Registered, RemoveCmd, Verification, event};
 
 /// Most operations folded into one write transaction (one fsync).
 pub(super) const MAX_BATCH: usize = 1024;
@@ -197,10 +197,6 @@ fn apply_one<T: Send + 'static>(
         *failure = Some(same_failure(e));
     }
     reply_with(reply, result)
-}
-
-fn event(kind: PeerEventKind, peer: Peer, now: u64) -> PeerEvent {
-    PeerEvent { kind: kind as i32, peer: Some(peer), missed: 0, at_unix_ms: now }
 }
 
 /// Deletes an expired registration, keeping its replay floor.
